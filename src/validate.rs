@@ -1,0 +1,464 @@
+//! The rules of SPEC §1: one request element in, either a typed [`UserPatch`] or every
+//! problem found with it. Duplicates within a file are judged here too, so the store
+//! only ever sees users it can apply.
+
+use crate::messages::{JsonKind, Message, Rule, quote};
+use crate::model::{
+    CardPatch, CardStatus, Changes, Currency, Email, Number, Patch, Phone, SiteLink, UserPatch,
+};
+use crate::request::{self, Element, Value};
+use chrono::NaiveDate;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+
+/// The verdict on one user.
+#[derive(Debug)]
+pub enum Verdict {
+    Valid(UserPatch),
+    /// Every problem found, in the order of the fields; never empty.
+    Rejected(Vec<Message>),
+}
+
+/// Judges the users of one file in order, remembering the emails already given.
+#[derive(Default)]
+pub struct Validator {
+    first_index: HashMap<Email, u64>,
+}
+
+impl Validator {
+    pub fn new() -> Validator {
+        Validator::default()
+    }
+
+    /// The verdict on `users[index]`. Call it for every index in order, including the
+    /// users a resumed file skips, so that duplicates are still recognised.
+    pub fn user(&mut self, index: u64, element: Element<'_>) -> Verdict {
+        let mut problems = Vec::new();
+        let fields = match element {
+            Element::Object(fields) => fields,
+            Element::Other(found) => {
+                return Verdict::Rejected(vec![Message::NotAnObject { found }]);
+            }
+        };
+        let patch = user_fields(&fields, &mut problems);
+        if let Some(email) = &patch.email {
+            // The first occurrence wins even when it was itself rejected: which of the
+            // later ones should apply would otherwise depend on errors elsewhere.
+            match self.first_index.get(email) {
+                Some(&first) => problems.push(Message::Duplicate {
+                    email: email.to_string(),
+                    first,
+                }),
+                None => {
+                    self.first_index.insert(email.clone(), index);
+                }
+            }
+        }
+        match patch.finish() {
+            Some(patch) if problems.is_empty() => Verdict::Valid(patch),
+            _ => Verdict::Rejected(problems),
+        }
+    }
+}
+
+/// A user under construction; `title` and `email` stay `None` until given validly.
+#[derive(Default)]
+struct Draft {
+    title: Option<String>,
+    email: Option<Email>,
+    changes: Changes,
+}
+
+impl Draft {
+    fn finish(self) -> Option<UserPatch> {
+        Some(UserPatch {
+            title: self.title?,
+            email: self.email?,
+            changes: self.changes,
+        })
+    }
+}
+
+const FIELDS_MAX: [(&str, usize); 7] = [
+    ("country", 255),
+    ("city", 255),
+    ("address", 1000),
+    ("company", 255),
+    ("role", 255),
+    ("note", 2000),
+    ("title", 255),
+];
+
+fn max_len(field: &str) -> usize {
+    FIELDS_MAX
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map_or(usize::MAX, |(_, max)| *max)
+}
+
+fn user_fields(
+    fields: &[(std::borrow::Cow<'_, str>, &RawValue)],
+    problems: &mut Vec<Message>,
+) -> Draft {
+    let mut draft = Draft::default();
+    let mut title_null = false;
+    let mut email_null = false;
+    check_repeats(fields.iter().map(|(k, _)| k.as_ref()), "", problems);
+    for (key, raw) in fields {
+        let field = key.as_ref();
+        let mut f = FieldCheck {
+            field,
+            raw,
+            problems,
+        };
+        let r = &mut draft.changes;
+        match field {
+            "title" => match f.text() {
+                Patch::Set(t) => draft.title = Some(t),
+                Patch::Clear => title_null = true,
+                Patch::Keep => {}
+            },
+            "email" => match f.parsed(Rule::Email, Email::parse) {
+                Patch::Set(e) => draft.email = Some(e),
+                Patch::Clear => email_null = true,
+                Patch::Keep => {}
+            },
+            "phone" => r.phone = f.parsed(Rule::Phone, Phone::parse),
+            "country" => r.country = f.text(),
+            "city" => r.city = f.text(),
+            "address" => r.address = f.text(),
+            "discount_card" => r.discount_card = f.card(),
+            "customer_group_id" => r.customer_group_id = f.id(),
+            "balance" => r.balance = f.number(),
+            "balance_currency" => r.balance_currency = f.parsed(Rule::Currency, Currency::parse),
+            "manager_id" => r.manager_id = f.id(),
+            "site_link" => r.site_link = f.parsed(Rule::SiteLink, SiteLink::parse),
+            "company" => r.company = f.text(),
+            "role" => r.role = f.text(),
+            "newsletter_subscription" => r.newsletter_subscription = f.boolean(),
+            "note" => r.note = f.text(),
+            _ => problems.push(Message::UnknownField {
+                field: field.to_owned(),
+            }),
+        }
+    }
+    // Mandatory fields are reported first, as the platform does.
+    let mut mandatory = Vec::new();
+    for (name, given, null) in [
+        ("title", draft.title.is_some(), title_null),
+        ("email", draft.email.is_some(), email_null),
+    ] {
+        let field = name.to_owned();
+        if null {
+            mandatory.push(Message::NullMandatory { field });
+        } else if !given && !fields.iter().any(|(k, _)| k == name) {
+            mandatory.push(Message::Missing { field });
+        } else if !given && is_blank(fields, name) {
+            mandatory.push(Message::Missing { field });
+        }
+    }
+    problems.splice(0..0, mandatory);
+    draft
+}
+
+/// Whether `name` was given as a string that is empty after trimming.
+fn is_blank(fields: &[(std::borrow::Cow<'_, str>, &RawValue)], name: &str) -> bool {
+    fields.iter().any(|(k, raw)| {
+        k == name && matches!(request::value(raw), Value::String(s) if s.trim().is_empty())
+    })
+}
+
+fn check_repeats<'k>(keys: impl Iterator<Item = &'k str>, prefix: &str, problems: &mut Vec<Message>) {
+    let mut seen: Vec<&str> = Vec::new();
+    for key in keys {
+        if seen.contains(&key) {
+            problems.push(Message::RepeatedField {
+                field: format!("{prefix}{key}"),
+            });
+        } else {
+            seen.push(key);
+        }
+    }
+}
+
+/// The check of one field's raw value, recording problems as it goes.
+struct FieldCheck<'p, 'v> {
+    field: &'v str,
+    raw: &'v RawValue,
+    problems: &'p mut Vec<Message>,
+}
+
+impl FieldCheck<'_, '_> {
+    fn wrong_type(&mut self, expected: JsonKind, found: JsonKind) {
+        self.problems.push(Message::WrongType {
+            field: self.field.to_owned(),
+            expected,
+            found,
+        });
+    }
+
+    fn invalid(&mut self, value: &str, rule: Rule) {
+        self.problems.push(Message::Invalid {
+            field: self.field.to_owned(),
+            value: quote(value),
+            rule,
+        });
+    }
+
+    /// A string field: trimmed, empty counts as absent, length limit applied.
+    fn text(&mut self) -> Patch<String> {
+        match request::value(self.raw) {
+            Value::Null => Patch::Clear,
+            Value::String(s) => {
+                let t = s.trim();
+                let max = max_len(self.field.rsplit('.').next().unwrap_or(self.field));
+                if t.is_empty() {
+                    Patch::Keep
+                } else if t.chars().count() > max {
+                    self.problems.push(Message::TooLong {
+                        field: self.field.to_owned(),
+                        max,
+                    });
+                    Patch::Keep
+                } else {
+                    Patch::Set(t.to_owned())
+                }
+            }
+            other => {
+                self.wrong_type(JsonKind::String, other.kind());
+                Patch::Keep
+            }
+        }
+    }
+
+    /// A string field with its own rule.
+    fn parsed<T>(&mut self, rule: Rule, parse: impl Fn(&str) -> Option<T>) -> Patch<T> {
+        match request::value(self.raw) {
+            Value::Null => Patch::Clear,
+            Value::String(s) if s.trim().is_empty() => Patch::Keep,
+            Value::String(s) => match parse(&s) {
+                Some(v) => Patch::Set(v),
+                None => {
+                    self.invalid(s.trim(), rule);
+                    Patch::Keep
+                }
+            },
+            other => {
+                self.wrong_type(JsonKind::String, other.kind());
+                Patch::Keep
+            }
+        }
+    }
+
+    fn boolean(&mut self) -> Patch<bool> {
+        match request::value(self.raw) {
+            Value::Null => Patch::Clear,
+            Value::Bool(b) => Patch::Set(b),
+            other => {
+                self.wrong_type(JsonKind::Boolean, other.kind());
+                Patch::Keep
+            }
+        }
+    }
+
+    fn number(&mut self) -> Patch<Number> {
+        match request::value(self.raw) {
+            Value::Null => Patch::Clear,
+            Value::Number(text) => match Number::parse(text) {
+                Some(n) => Patch::Set(n),
+                None => {
+                    self.wrong_type(JsonKind::Number, JsonKind::Number);
+                    Patch::Keep
+                }
+            },
+            other => {
+                self.wrong_type(JsonKind::Number, other.kind());
+                Patch::Keep
+            }
+        }
+    }
+
+    /// A whole number written without fraction or exponent.
+    fn integer(&mut self) -> Option<Patch<(String, Option<u64>)>> {
+        match request::value(self.raw) {
+            Value::Null => Some(Patch::Clear),
+            Value::Number(text) if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
+                Some(Patch::Set((text.to_owned(), text.parse().ok())))
+            }
+            other => {
+                self.wrong_type(JsonKind::Integer, other.kind());
+                None
+            }
+        }
+    }
+
+    /// A positive identifier (`customer_group_id`, `manager_id`).
+    fn id(&mut self) -> Patch<u64> {
+        match self.integer() {
+            None => Patch::Keep,
+            Some(Patch::Set((_, Some(n)))) if n >= 1 => Patch::Set(n),
+            Some(Patch::Set((text, _))) => {
+                self.invalid(&text, Rule::AtLeastOne);
+                Patch::Keep
+            }
+            Some(Patch::Clear) => Patch::Clear,
+            Some(Patch::Keep) => Patch::Keep,
+        }
+    }
+
+    fn percent(&mut self) -> Patch<Number> {
+        match self.number() {
+            Patch::Set(n) if (0.0..=100.0).contains(&n.to_f64()) => Patch::Set(n),
+            Patch::Set(n) => {
+                self.invalid(n.as_str(), Rule::Percent);
+                Patch::Keep
+            }
+            other => other,
+        }
+    }
+
+    fn date(&mut self) -> Patch<NaiveDate> {
+        self.parsed(Rule::Date, |s| {
+            let s = s.trim();
+            let shape = s.len() == 10
+                && s.bytes()
+                    .enumerate()
+                    .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+            if shape {
+                NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+            } else {
+                None
+            }
+        })
+    }
+
+    fn card_status(&mut self) -> Patch<CardStatus> {
+        match self.integer() {
+            None => Patch::Keep,
+            Some(Patch::Set((text, n))) => {
+                match n.and_then(|n| u8::try_from(n).ok()).and_then(|n| CardStatus::try_from(n).ok()) {
+                    Some(s) => Patch::Set(s),
+                    None => {
+                        self.invalid(&text, Rule::CardStatus);
+                        Patch::Keep
+                    }
+                }
+            }
+            Some(Patch::Clear) => Patch::Clear,
+            Some(Patch::Keep) => Patch::Keep,
+        }
+    }
+
+    fn card(&mut self) -> Patch<CardPatch> {
+        let raw = match request::value(self.raw) {
+            Value::Null => return Patch::Clear,
+            Value::Object(raw) => raw,
+            other => {
+                self.wrong_type(JsonKind::Object, other.kind());
+                return Patch::Keep;
+            }
+        };
+        let Some(fields) = request::object_fields(raw) else {
+            self.wrong_type(JsonKind::Object, JsonKind::Object);
+            return Patch::Keep;
+        };
+        let mut card = CardPatch::default();
+        check_repeats(fields.iter().map(|(k, _)| k.as_ref()), "discount_card.", self.problems);
+        for (key, raw) in &fields {
+            let name = format!("discount_card.{key}");
+            let mut f = FieldCheck {
+                field: &name,
+                raw,
+                problems: self.problems,
+            };
+            match key.as_ref() {
+                "discount" => card.discount = f.percent(),
+                "active" => card.active = f.boolean(),
+                "date_limit" => card.date_limit = f.date(),
+                "status" => card.status = f.card_status(),
+                _ => self.problems.push(Message::UnknownField { field: name }),
+            }
+        }
+        Patch::Set(card)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge(json: &str) -> Verdict {
+        let element: Element<'_> = serde_json::from_str(json).unwrap();
+        Validator::new().user(0, element)
+    }
+
+    fn problems(json: &str) -> Vec<Message> {
+        match judge(json) {
+            Verdict::Rejected(p) => p,
+            Verdict::Valid(p) => panic!("accepted {json}: {p:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_third_user_gets_codes_1_and_2() {
+        let p = problems(r#"{"email":"some@email"}"#);
+        let codes: Vec<u8> = p.iter().map(|m| m.code().into()).collect();
+        assert_eq!(codes, [1, 2]);
+        assert_eq!(
+            p[1].text(crate::messages::Lang::En),
+            "The email field (some@email) is set incorrectly"
+        );
+    }
+
+    #[test]
+    fn valid_user_is_normalised() {
+        let Verdict::Valid(p) = judge(
+            r#"{"title":"  T ","email":" A@B.Co","phone":"+38 (063) 123-45-67",
+                "balance_currency":"uah","discount_card":{"discount":2.5,"status":2},
+                "company":"  ","manager_id":7}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(p.title, "T");
+        assert_eq!(p.email.as_str(), "a@b.co");
+        assert_eq!(p.changes.company, Patch::Keep);
+        assert_eq!(p.changes.manager_id, Patch::Set(7));
+        assert!(matches!(p.changes.discount_card, Patch::Set(ref c) if c.status == Patch::Set(CardStatus::Pending)));
+    }
+
+    #[test]
+    fn strict_types_and_unknown_keys() {
+        let p = problems(
+            r#"{"title":"t","email":"a@b.co","manager_id":"3","status":1,
+                "discount_card":{"discount":"3","extra":1,"status":1.0}}"#,
+        );
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(p.iter().all(|m| m.code() == crate::messages::Code::Invalid));
+    }
+
+    #[test]
+    fn duplicates_name_the_first_index() {
+        let mut v = Validator::new();
+        let a: Element<'_> = serde_json::from_str(r#"{"title":"t","email":"a@b.co"}"#).unwrap();
+        let b: Element<'_> = serde_json::from_str(r#"{"title":"t","email":" A@B.CO"}"#).unwrap();
+        assert!(matches!(v.user(4, a), Verdict::Valid(_)));
+        match v.user(9, b) {
+            Verdict::Rejected(p) => assert_eq!(
+                p,
+                [Message::Duplicate {
+                    email: "a@b.co".into(),
+                    first: 4
+                }]
+            ),
+            Verdict::Valid(_) => panic!(),
+        }
+    }
+
+    #[test]
+    fn null_mandatory_is_code_1() {
+        let p = problems(r#"{"title":null,"email":"a@b.co"}"#);
+        assert_eq!(p, [Message::NullMandatory { field: "title".into() }]);
+        let p = problems(r#"{"title":" ","email":"a@b.co"}"#);
+        assert_eq!(p, [Message::Missing { field: "title".into() }]);
+    }
+}
