@@ -1,10 +1,17 @@
 //! userdrop: a file-drop front end for the shop platform's `users/import` function.
 //!
 //! A request file flows one way through the modules (see ARCHITECTURE.md):
-//! `request` (parse) → `validate` (rules) → `store` (sled) → `response` (write),
-//! with `process` driving one file through them and `cli` wiring commands.
+//! `inbox` (which files) → `request` (parse) → `validate` (rules) → `store` (sled)
+//! → `response` (write), with `process` driving one file through them and `cli`
+//! wiring the commands.
 
+pub mod cli;
+pub mod export;
+pub mod inbox;
 pub mod messages;
 pub mod model;
+pub mod process;
 pub mod request;
+pub mod response;
+pub mod store;
 pub mod validate;

@@ -80,25 +80,73 @@ pub enum Rule {
 /// Something that happened to one user, or to the whole file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    Added { email: String },
-    Updated { email: String },
-    Unchanged { email: String },
-    Missing { field: String },
-    NullMandatory { field: String },
-    WrongType { field: String, expected: JsonKind, found: JsonKind },
-    Invalid { field: String, value: String, rule: Rule },
-    TooLong { field: String, max: usize },
-    UnknownField { field: String },
-    RepeatedField { field: String },
-    NotAnObject { found: JsonKind },
-    Duplicate { email: String, first: u64 },
-    Unhandled { detail: String },
+    Added {
+        email: String,
+    },
+    Updated {
+        email: String,
+    },
+    Unchanged {
+        email: String,
+    },
+    Missing {
+        field: String,
+    },
+    NullMandatory {
+        field: String,
+    },
+    WrongType {
+        field: String,
+        expected: JsonKind,
+        found: JsonKind,
+    },
+    Invalid {
+        field: String,
+        value: String,
+        rule: Rule,
+    },
+    TooLong {
+        field: String,
+        max: usize,
+    },
+    UnknownField {
+        field: String,
+    },
+    RepeatedField {
+        field: String,
+    },
+    NotAnObject {
+        found: JsonKind,
+    },
+    Duplicate {
+        email: String,
+        first: u64,
+    },
+    Unhandled {
+        detail: String,
+    },
     // Whole-file problems, for `ERROR` responses.
-    NotUtf8 { line: u64, column: u64 },
-    BadJson { line: u64, column: u64, reason: String },
-    BadShape { line: u64, column: u64, reason: String },
-    TooLarge { size: u64, limit: u64 },
-    Unreadable { reason: String },
+    NotUtf8 {
+        line: u64,
+        column: u64,
+    },
+    BadJson {
+        line: u64,
+        column: u64,
+        reason: String,
+    },
+    BadShape {
+        line: u64,
+        column: u64,
+        reason: String,
+    },
+    TooLarge {
+        size: u64,
+        limit: u64,
+    },
+    Unreadable {
+        reason: String,
+    },
     TokenMissing,
     TokenRejected,
 }
@@ -119,9 +167,7 @@ impl Message {
     /// The response code this message is reported under.
     pub fn code(&self) -> Code {
         match self {
-            Message::Added { .. } | Message::Updated { .. } | Message::Unchanged { .. } => {
-                Code::Ok
-            }
+            Message::Added { .. } | Message::Updated { .. } | Message::Unchanged { .. } => Code::Ok,
             Message::Missing { .. } | Message::NullMandatory { .. } => Code::Missing,
             Message::Unhandled { .. } => Code::Unhandled,
             _ => Code::Invalid,
@@ -184,9 +230,9 @@ impl Message {
                 "The email {email} is given more than once in this file; user {first} was applied"
             ),
             Message::Unhandled { detail } => format!("Unhandled error: {detail}"),
-            Message::NotUtf8 { line, column } => format!(
-                "The file is not valid UTF-8: invalid byte at line {line}, column {column}"
-            ),
+            Message::NotUtf8 { line, column } => {
+                format!("The file is not valid UTF-8: invalid byte at line {line}, column {column}")
+            }
             Message::BadJson {
                 line,
                 column,
@@ -204,9 +250,7 @@ impl Message {
             ),
             Message::Unreadable { reason } => format!("The file could not be read: {reason}"),
             Message::TokenMissing => "Authorization failed: the request has no token".to_owned(),
-            Message::TokenRejected => {
-                "Authorization failed: the token is not accepted".to_owned()
-            }
+            Message::TokenRejected => "Authorization failed: the token is not accepted".to_owned(),
         }
     }
 }

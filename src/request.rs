@@ -330,7 +330,6 @@ impl<'de> serde::Deserialize<'de> for Element<'de> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,15 +348,31 @@ mod tests {
         let env = envelope(r#"{"token":"t","users":[{},1,[2]],"x":{}}"#).unwrap();
         assert_eq!(env.users, 3);
         assert_eq!(env.token, Token::Text("t".into()));
-        assert_eq!(envelope(r#"{"users":[],"token":5}"#).unwrap().token, Token::NotText);
-        for bad in [r#"[]"#, r#"{}"#, r#"{"users":{}}"#, r#"{"users":[],"users":[]}"#] {
-            assert!(matches!(envelope(bad), Err(Message::BadShape { .. })), "{bad}");
+        assert_eq!(
+            envelope(r#"{"users":[],"token":5}"#).unwrap().token,
+            Token::NotText
+        );
+        for bad in [
+            r#"[]"#,
+            r#"{}"#,
+            r#"{"users":{}}"#,
+            r#"{"users":[],"users":[]}"#,
+        ] {
+            assert!(
+                matches!(envelope(bad), Err(Message::BadShape { .. })),
+                "{bad}"
+            );
         }
         match envelope("{\"users\": [\n  {\"a\": 1,}\n]}") {
-            Err(Message::BadJson { line: 2, column, .. }) => assert_eq!(column, 11),
+            Err(Message::BadJson {
+                line: 2, column, ..
+            }) => assert_eq!(column, 11),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(envelope(r#"{"users":[]} x"#), Err(Message::BadJson { .. })));
+        assert!(matches!(
+            envelope(r#"{"users":[]} x"#),
+            Err(Message::BadJson { .. })
+        ));
         assert!(matches!(envelope(""), Err(Message::BadJson { .. })));
     }
 

@@ -168,7 +168,11 @@ fn is_blank(fields: &[(std::borrow::Cow<'_, str>, &RawValue)], name: &str) -> bo
     })
 }
 
-fn check_repeats<'k>(keys: impl Iterator<Item = &'k str>, prefix: &str, problems: &mut Vec<Message>) {
+fn check_repeats<'k>(
+    keys: impl Iterator<Item = &'k str>,
+    prefix: &str,
+    problems: &mut Vec<Message>,
+) {
     let mut seen: Vec<&str> = Vec::new();
     for key in keys {
         if seen.contains(&key) {
@@ -321,9 +325,13 @@ impl FieldCheck<'_, '_> {
         self.parsed(Rule::Date, |s| {
             let s = s.trim();
             let shape = s.len() == 10
-                && s.bytes()
-                    .enumerate()
-                    .all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+                && s.bytes().enumerate().all(|(i, b)| {
+                    if i == 4 || i == 7 {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                });
             if shape {
                 NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
             } else {
@@ -336,7 +344,10 @@ impl FieldCheck<'_, '_> {
         match self.integer() {
             None => Patch::Keep,
             Some(Patch::Set((text, n))) => {
-                match n.and_then(|n| u8::try_from(n).ok()).and_then(|n| CardStatus::try_from(n).ok()) {
+                match n
+                    .and_then(|n| u8::try_from(n).ok())
+                    .and_then(|n| CardStatus::try_from(n).ok())
+                {
                     Some(s) => Patch::Set(s),
                     None => {
                         self.invalid(&text, Rule::CardStatus);
@@ -363,7 +374,11 @@ impl FieldCheck<'_, '_> {
             return Patch::Keep;
         };
         let mut card = CardPatch::default();
-        check_repeats(fields.iter().map(|(k, _)| k.as_ref()), "discount_card.", self.problems);
+        check_repeats(
+            fields.iter().map(|(k, _)| k.as_ref()),
+            "discount_card.",
+            self.problems,
+        );
         for (key, raw) in &fields {
             let name = format!("discount_card.{key}");
             let mut f = FieldCheck {
@@ -423,7 +438,9 @@ mod tests {
         assert_eq!(p.email.as_str(), "a@b.co");
         assert_eq!(p.changes.company, Patch::Keep);
         assert_eq!(p.changes.manager_id, Patch::Set(7));
-        assert!(matches!(p.changes.discount_card, Patch::Set(ref c) if c.status == Patch::Set(CardStatus::Pending)));
+        assert!(
+            matches!(p.changes.discount_card, Patch::Set(ref c) if c.status == Patch::Set(CardStatus::Pending))
+        );
     }
 
     #[test]
@@ -457,8 +474,18 @@ mod tests {
     #[test]
     fn null_mandatory_is_code_1() {
         let p = problems(r#"{"title":null,"email":"a@b.co"}"#);
-        assert_eq!(p, [Message::NullMandatory { field: "title".into() }]);
+        assert_eq!(
+            p,
+            [Message::NullMandatory {
+                field: "title".into()
+            }]
+        );
         let p = problems(r#"{"title":" ","email":"a@b.co"}"#);
-        assert_eq!(p, [Message::Missing { field: "title".into() }]);
+        assert_eq!(
+            p,
+            [Message::Missing {
+                field: "title".into()
+            }]
+        );
     }
 }

@@ -1,0 +1,410 @@
+//! The command line (SPEC §6): argument definitions and one function per command.
+//! Each function returns the process exit code.
+
+use crate::export::{self, Format};
+use crate::inbox;
+use crate::messages::Lang;
+use crate::model::{Email, Status};
+use crate::process::{self, Auth, Settings};
+use crate::response;
+use crate::store::{FileRecord, Store, StoreOptions};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Every file was `OK`.
+pub const EXIT_OK: u8 = 0;
+/// An operational failure: the store is locked or unreadable, a file cannot be read,
+/// the disk is full.
+pub const EXIT_FAILURE: u8 = 1;
+/// Some file was `WARNING` or `ERROR`.
+pub const EXIT_REJECTED: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "userdrop",
+    version,
+    about = "Keep a shop's customer list in sync from users/import request files.",
+    long_about = "Keep a shop's customer list in sync from users/import request files.\n\n\
+        Drop a users/import request (JSON) into the inbox folder; userdrop validates every \
+        user, upserts the valid ones into its store (keyed by email) and writes \
+        NAME.response.json beside NAME.json, in the format of the platform's HTTP function.\n\n\
+        Without a command, userdrop runs the daemon on ./watch with the store in ./data.",
+    args_conflicts_with_subcommands = true,
+    after_help = "Exit codes: 0 every file OK; 3 some file WARNING or ERROR; \
+        1 operational failure (store locked or unreadable, inbox missing, disk full); 2 bad usage."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Watch the inbox and process every request dropped there (the default command).
+    Run(RunArgs),
+    /// Apply these request files now; write each response beside its file.
+    Import(ImportArgs),
+    /// Validate files against the store and print the would-be responses; change nothing.
+    Check(ImportArgs),
+    /// Print the stored user with this email as JSON; exit 1 if there is none.
+    Get {
+        /// The email, in any case; it is trimmed and lower-cased like on import.
+        email: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print every stored user, sorted by email.
+    Export {
+        /// json: a users/import request that re-imports to the same store;
+        /// ndjson: one full record per line; csv: a spreadsheet.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Count the stored users and the processed files by status.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// The store's folder (created if missing; keep it outside the inbox).
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub db: PathBuf,
+    /// sled's page cache, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub cache_mb: u64,
+    /// Log level for stderr (overridden by RUST_LOG).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format for stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Options of the commands that process request files.
+#[derive(Args, Debug, Clone)]
+pub struct Processing {
+    /// A token requests must carry (repeatable). With none, `token` is optional and ignored.
+    #[arg(
+        long = "token",
+        value_name = "T",
+        env = "USERDROP_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Vec<String>,
+    /// Files larger than this are rejected with ERROR without being read.
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_file_size: u64,
+    /// Language of the response messages.
+    #[arg(long, value_enum, default_value_t = Lang::En)]
+    pub lang: Lang,
+    /// Users applied per atomic step; bounds memory and what a crash can cut short.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub step_users: u64,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+impl Processing {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            max_file_size: self.max_file_size,
+            step_users: usize::try_from(self.step_users).unwrap_or(usize::MAX),
+            auth: Auth::new(self.tokens.iter().cloned()),
+            lang: self.lang,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// Request files (users/import JSON).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub processing: Processing,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The inbox folder.
+    #[arg(long, value_name = "DIR", default_value = "watch")]
+    pub watch: PathBuf,
+    /// Process the requests waiting in the inbox, then exit.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub processing: Processing,
+}
+
+impl Common {
+    pub fn open_store(&self) -> Result<Store, crate::store::StoreError> {
+        let options = StoreOptions {
+            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
+        };
+        Store::open(&self.db, &options)
+    }
+}
+
+impl Cli {
+    pub fn common(&self) -> &Common {
+        match &self.command {
+            None => &self.run.processing.common,
+            Some(Command::Run(a)) => &a.processing.common,
+            Some(Command::Import(a) | Command::Check(a)) => &a.processing.common,
+            Some(
+                Command::Get { common, .. }
+                | Command::Export { common, .. }
+                | Command::Stats { common, .. },
+            ) => common,
+        }
+    }
+}
+
+/// Prints an operational error the way every command does.
+pub fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("userdrop: error: {error}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+fn exit_for(statuses: impl IntoIterator<Item = Status>) -> ExitCode {
+    let rejected = statuses.into_iter().any(|s| s != Status::Ok);
+    ExitCode::from(if rejected { EXIT_REJECTED } else { EXIT_OK })
+}
+
+/// One `info` line per processed file (SPEC §6).
+pub fn log_file(record: &FileRecord, started: Instant) {
+    tracing::info!(
+        file = %record.path.display(),
+        status = %record.status,
+        applied = record.counts.applied(),
+        rejected = record.counts.rejected,
+        ms = started.elapsed().as_millis() as u64,
+        "processed"
+    );
+}
+
+/// `import FILE...`
+pub fn import(args: &ImportArgs) -> ExitCode {
+    let settings = args.processing.settings();
+    let store = match args.processing.common.open_store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = process::replay_outbox(&store, settings.lang) {
+        return fail(&e);
+    }
+    let mut statuses = Vec::new();
+    let mut failed = false;
+    for file in &args.files {
+        let started = Instant::now();
+        match process::apply_file(&store, file, &settings) {
+            Ok(record) => {
+                log_file(&record, started);
+                statuses.push(record.status);
+            }
+            Err(e) => {
+                eprintln!("userdrop: error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        exit_for(statuses)
+    }
+}
+
+/// `check FILE...`: the would-be responses on stdout, one JSON document per file.
+pub fn check(args: &ImportArgs) -> ExitCode {
+    let settings = args.processing.settings();
+    let store = match args.processing.common.open_store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut statuses = Vec::new();
+    let mut failed = false;
+    for file in &args.files {
+        match process::check_file(&store, file, &settings) {
+            Ok(checked) => {
+                let r = &checked.record;
+                let log = std::iter::once(Ok(checked.log.clone()));
+                let written = response::write_json(
+                    &mut out,
+                    r.status,
+                    r.message.as_ref(),
+                    log,
+                    settings.lang,
+                );
+                if let Err(e) = written.and_then(|()| out.flush()) {
+                    return fail(&e);
+                }
+                eprintln!("{}: {}", file.display(), r.status);
+                statuses.push(r.status);
+            }
+            Err(e) => {
+                eprintln!("userdrop: error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        exit_for(statuses)
+    }
+}
+
+/// `get EMAIL`
+pub fn get(email: &str, common: &Common) -> ExitCode {
+    let store = match common.open_store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let Some(email) = Email::parse(email) else {
+        eprintln!(
+            "userdrop: {:?} is not a valid email, so no user has it",
+            email.trim()
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    match store.user(&email) {
+        Ok(Some(user)) => {
+            let text = serde_json::to_string_pretty(&user.flat());
+            match text {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::from(EXIT_OK)
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Ok(None) => {
+            eprintln!("userdrop: no user with email {email}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `export [--format]`
+pub fn export(format: Format, common: &Common) -> ExitCode {
+    let store = match common.open_store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let stdout = io::stdout();
+    match export::export(&store, format, BufWriter::new(stdout.lock())) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => fail(&e),
+    }
+}
+
+/// `stats [--json]`
+pub fn stats(json: bool, common: &Common) -> ExitCode {
+    let store = match common.open_store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let users = match store.user_count() {
+        Ok(n) => n,
+        Err(e) => return fail(&e),
+    };
+    let mut files: BTreeMap<&str, u64> = [("OK", 0), ("WARNING", 0), ("ERROR", 0)].into();
+    for record in store.files() {
+        match record {
+            Ok(r) => *files.entry(r.status.as_str()).or_default() += 1,
+            Err(e) => return fail(&e),
+        }
+    }
+    if json {
+        let v = serde_json::json!({
+            "users": users,
+            "files": {"OK": files["OK"], "WARNING": files["WARNING"], "ERROR": files["ERROR"]},
+        });
+        println!("{v}");
+    } else {
+        println!("users            {users}");
+        for status in ["OK", "WARNING", "ERROR"] {
+            println!("files {status:<10} {}", files[status]);
+        }
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+/// `run --once`: the waiting requests of the inbox, in name order.
+pub fn run_once(args: &RunArgs) -> ExitCode {
+    let settings = args.processing.settings();
+    if !args.watch.is_dir() {
+        return fail(&format!(
+            "the inbox {} is not a folder; create it or give --watch DIR",
+            args.watch.display()
+        ));
+    }
+    let store = match args.processing.common.open_store() {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = startup(&store, &args.watch, &settings) {
+        return fail(&e);
+    }
+    let waiting = match inbox::waiting(&args.watch) {
+        Ok(w) => w,
+        Err(e) => {
+            return fail(&format!(
+                "cannot read the inbox {}: {e}",
+                args.watch.display()
+            ));
+        }
+    };
+    let mut statuses = Vec::new();
+    for file in waiting {
+        let started = Instant::now();
+        match process::apply_file(&store, &file, &settings) {
+            Ok(record) => {
+                log_file(&record, started);
+                statuses.push(record.status);
+            }
+            Err(e) => return fail(&e),
+        }
+    }
+    exit_for(statuses)
+}
+
+/// What every daemon start does before taking files: say how it is set up, clean up
+/// after a crash, and deliver the responses a crash held back.
+pub fn startup(store: &Store, inbox_dir: &Path, settings: &Settings) -> Result<(), String> {
+    if !settings.auth.is_on() {
+        tracing::warn!("no token configured: requests are accepted without authorization");
+    }
+    inbox::remove_stale_temps(inbox_dir).map_err(|e| e.to_string())?;
+    let replayed = process::replay_outbox(store, settings.lang).map_err(|e| e.to_string())?;
+    if replayed > 0 {
+        tracing::info!(replayed, "wrote the responses an interrupted run held back");
+    }
+    Ok(())
+}

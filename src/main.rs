@@ -1,0 +1,28 @@
+use clap::Parser;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+use userdrop::cli::{self, Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    let common = args.common();
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&common.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match common.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match &args.command {
+        None => cli::run_once(&args.run),
+        Some(Command::Run(run)) => cli::run_once(run),
+        Some(Command::Import(a)) => cli::import(a),
+        Some(Command::Check(a)) => cli::check(a),
+        Some(Command::Get { email, common }) => cli::get(email, common),
+        Some(Command::Export { format, common }) => cli::export(*format, common),
+        Some(Command::Stats { json, common }) => cli::stats(*json, common),
+    }
+}

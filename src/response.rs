@@ -1,0 +1,176 @@
+//! Building a response in the format of the platform's `users/import` function, and
+//! putting it on disk atomically.
+//!
+//! The log is streamed, one line per user, so a million-user response never sits in
+//! memory whole:
+//!
+//! ```text
+//! {"status":"WARNING","response":{"log":[
+//! {"info":[{"code":0,"message":"User ivan@mail.net added successfully"}]},
+//! {"info":[{"code":1,"message":"Mandatory field title is missing"}, ...]}
+//! ]}}
+//! ```
+
+use crate::messages::{Lang, Message};
+use crate::model::Status;
+use serde::Serialize;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// `NAME.json` → `NAME.response.json`; any other name gets `.response.json` appended.
+pub fn response_path(request: &Path) -> PathBuf {
+    let name = request.file_name().unwrap_or_default().to_string_lossy();
+    let stem = name.strip_suffix(".json").unwrap_or(&name);
+    request.with_file_name(format!("{stem}.response.json"))
+}
+
+/// The hidden name a response is written under before it is renamed into place.
+pub fn temp_path(response: &Path) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(response.file_name().unwrap_or_default());
+    name.push(".tmp");
+    response.with_file_name(name)
+}
+
+#[derive(Serialize)]
+struct Info<'a> {
+    code: u8,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    info: Vec<Info<'a>>,
+}
+
+/// Writes a whole response: `status`, then for `ERROR` the file-level `message`, or
+/// for the others one log entry per user, in request order.
+pub fn write_json<W: Write>(
+    out: &mut W,
+    status: Status,
+    message: Option<&Message>,
+    log: impl Iterator<Item = io::Result<Vec<Vec<Message>>>>,
+    lang: Lang,
+) -> io::Result<()> {
+    write!(
+        out,
+        "{{\"status\":\"{}\",\"response\":{{\"log\":[",
+        status.as_str()
+    )?;
+    let mut first = true;
+    for chunk in log {
+        for user in chunk? {
+            let texts: Vec<String> = user.iter().map(|m| m.text(lang)).collect();
+            let entry = Entry {
+                info: user
+                    .iter()
+                    .zip(&texts)
+                    .map(|(m, text)| Info {
+                        code: m.code().into(),
+                        message: text,
+                    })
+                    .collect(),
+            };
+            out.write_all(if first { b"\n" } else { b",\n" })?;
+            first = false;
+            serde_json::to_writer(&mut *out, &entry)?;
+        }
+    }
+    if !first {
+        out.write_all(b"\n")?;
+    }
+    out.write_all(b"]")?;
+    if let Some(m) = message {
+        out.write_all(b",\"message\":")?;
+        serde_json::to_writer(&mut *out, &m.text(lang))?;
+    }
+    out.write_all(b"}}\n")?;
+    Ok(())
+}
+
+/// Writes `target` so that it appears whole or not at all: a hidden temporary name in
+/// the same folder, fsync, rename, fsync of the folder. Returns after the response is
+/// durable.
+pub fn write_atomic(
+    target: &Path,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
+) -> io::Result<()> {
+    let temp = temp_path(target);
+    let result = (|| {
+        let file = File::create(&temp)?;
+        let mut out = BufWriter::with_capacity(256 * 1024, &file);
+        fill(&mut out)?;
+        out.flush()?;
+        drop(out);
+        file.sync_all()?;
+        fs::rename(&temp, target)?;
+        let dir = target.parent().filter(|d| !d.as_os_str().is_empty());
+        File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+    })();
+    if result.is_err() {
+        // Leave no stray temporary file behind; the error is what matters.
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            response_path(Path::new("w/a.json")),
+            Path::new("w/a.response.json")
+        );
+        assert_eq!(
+            response_path(Path::new("b.txt")),
+            Path::new("b.txt.response.json")
+        );
+        assert_eq!(
+            temp_path(Path::new("w/a.response.json")),
+            Path::new("w/.a.response.json.tmp")
+        );
+    }
+
+    #[test]
+    fn shapes() {
+        let mut out = Vec::new();
+        let log = vec![Ok(vec![
+            vec![Message::Added {
+                email: "a@b.co".into(),
+            }],
+            vec![
+                Message::Missing {
+                    field: "title".into(),
+                },
+                Message::Unhandled { detail: "x".into() },
+            ],
+        ])];
+        write_json(&mut out, Status::Warning, None, log.into_iter(), Lang::En).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["status"], "WARNING");
+        assert_eq!(v["response"]["log"][1]["info"][1]["code"], 3);
+        let mut out = Vec::new();
+        let msg = Message::TokenMissing;
+        write_json(
+            &mut out,
+            Status::Error,
+            Some(&msg),
+            std::iter::empty(),
+            Lang::En,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["response"]["log"], serde_json::json!([]));
+        assert!(
+            v["response"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Authorization failed")
+        );
+    }
+}
