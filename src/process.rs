@@ -307,11 +307,11 @@ fn judge(store: &Store, path: &Path, settings: &Settings, mode: Mode) -> Result<
         log.push(entry);
         progress.next_index = index + 1;
         let last = index + 1 == total;
-        if log.len() >= step_users || last {
-            if let Err(e) = end_step(&mut writes, &mut log, &mut progress, last) {
-                failure = Some(e);
-                return Err(Halt);
-            }
+        if (log.len() >= step_users || last)
+            && let Err(e) = end_step(&mut writes, &mut log, &mut progress, last)
+        {
+            failure = Some(e);
+            return Err(Halt);
         }
         Ok(())
     });
