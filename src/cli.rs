@@ -1,6 +1,7 @@
 //! The command line (SPEC §6): argument definitions and one function per command.
 //! Each function returns the process exit code.
 
+use crate::daemon::{self, DaemonOptions};
 use crate::export::{self, Format};
 use crate::inbox;
 use crate::messages::Lang;
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Every file was `OK`.
 pub const EXIT_OK: u8 = 0;
@@ -154,6 +155,13 @@ pub struct RunArgs {
     /// Process the requests waiting in the inbox, then exit.
     #[arg(long)]
     pub once: bool,
+    /// How often to rescan the inbox, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll: u64,
+    /// How long a file that does not parse must stay unchanged before it gets ERROR,
+    /// in milliseconds (a partial upload is waited for until then).
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub settle: u64,
     #[command(flatten)]
     pub processing: Processing,
 }
@@ -356,8 +364,8 @@ pub fn stats(json: bool, common: &Common) -> ExitCode {
     ExitCode::from(EXIT_OK)
 }
 
-/// `run --once`: the waiting requests of the inbox, in name order.
-pub fn run_once(args: &RunArgs) -> ExitCode {
+/// `run`: the daemon on the inbox.
+pub fn run(args: &RunArgs) -> ExitCode {
     let settings = args.processing.settings();
     if !args.watch.is_dir() {
         return fail(&format!(
@@ -372,27 +380,27 @@ pub fn run_once(args: &RunArgs) -> ExitCode {
     if let Err(e) = startup(&store, &args.watch, &settings) {
         return fail(&e);
     }
-    let waiting = match inbox::waiting(&args.watch) {
-        Ok(w) => w,
-        Err(e) => {
-            return fail(&format!(
-                "cannot read the inbox {}: {e}",
-                args.watch.display()
-            ));
-        }
+    let options = DaemonOptions {
+        inbox: args.watch.clone(),
+        poll: Duration::from_millis(args.poll),
+        settle: Duration::from_millis(args.settle),
+        once: args.once,
     };
-    let mut statuses = Vec::new();
-    for file in waiting {
-        let started = Instant::now();
-        match process::apply_file(&store, &file, &settings) {
-            Ok(record) => {
-                log_file(&record, started);
-                statuses.push(record.status);
-            }
-            Err(e) => return fail(&e),
-        }
+    tracing::info!(
+        inbox = %args.watch.display(),
+        store = %args.processing.common.db.display(),
+        mode = %format!("poll every {} ms", args.poll),
+        settle_ms = args.settle,
+        authorization = settings.auth.is_on(),
+        "userdrop started"
+    );
+    match daemon::run(&store, &options, &settings) {
+        // The daemon's exit code speaks of its own health; with --once it also tells
+        // whether every file was OK, like `import`.
+        Ok(all_ok) if args.once && !all_ok => ExitCode::from(EXIT_REJECTED),
+        Ok(_) => ExitCode::from(EXIT_OK),
+        Err(e) => fail(&e),
     }
-    exit_for(statuses)
 }
 
 /// What every daemon start does before taking files: say how it is set up, clean up

@@ -1,4 +1,5 @@
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use userdrop::cli::{self, Cli, Command, LogFormat};
@@ -11,14 +12,15 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match common.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
     match &args.command {
-        None => cli::run_once(&args.run),
-        Some(Command::Run(run)) => cli::run_once(run),
+        None => cli::run(&args.run),
+        Some(Command::Run(run)) => cli::run(run),
         Some(Command::Import(a)) => cli::import(a),
         Some(Command::Check(a)) => cli::check(a),
         Some(Command::Get { email, common }) => cli::get(email, common),

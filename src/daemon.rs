@@ -1,0 +1,118 @@
+//! The daemon loop of `run`: take the waiting requests of the inbox one at a time, in
+//! name order, each once it is ready, until SIGINT or SIGTERM.
+//!
+//! This version finds files by rescanning the inbox every `--poll` interval, which
+//! works on every file system, network mounts included. (Watching with inotify is the
+//! next step; the rescan stays as the safety net for missed events.)
+
+use crate::inbox;
+use crate::process::{self, Settings};
+use crate::request;
+use crate::store::Store;
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How the daemon runs.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub inbox: PathBuf,
+    pub poll: Duration,
+    /// How long an unparsable file must stay unchanged before it is rejected.
+    pub settle: Duration,
+    /// Stop after the requests waiting at start-up.
+    pub once: bool,
+}
+
+/// Whether a file is ready: it parses, or it stopped changing for the settle time.
+#[derive(Default)]
+struct Readiness {
+    /// For each file that did not parse yet: its size and mtime, and since when.
+    unsettled: HashMap<PathBuf, ((u64, Option<SystemTime>), Instant)>,
+}
+
+impl Readiness {
+    fn ready(&mut self, path: &Path, settings: &Settings, settle: Duration) -> bool {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return false;
+        };
+        // Too large is judged by size alone, without reading.
+        if meta.len() > settings.max_file_size {
+            self.unsettled.remove(path);
+            return true;
+        }
+        let parses = fs::read(path)
+            .is_ok_and(|bytes| request::text(&bytes).and_then(request::envelope).is_ok());
+        if parses {
+            self.unsettled.remove(path);
+            return true;
+        }
+        let seen = (meta.len(), meta.modified().ok());
+        let now = Instant::now();
+        match self.unsettled.get(path) {
+            Some((last, since)) if *last == seen => now.duration_since(*since) >= settle,
+            _ => {
+                self.unsettled.insert(path.to_path_buf(), (seen, now));
+                false
+            }
+        }
+    }
+}
+
+/// Runs until a stop signal (or, with `once`, until the waiting files are done).
+/// Returns whether every file processed was `OK`.
+pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Result<bool, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    }
+    let mut readiness = Readiness::default();
+    let mut unreadable = std::collections::HashSet::new();
+    let mut all_ok = true;
+    let mut first_pass = true;
+    while !stop.load(Ordering::Relaxed) {
+        let waiting = inbox::waiting(&options.inbox)
+            .map_err(|e| format!("cannot read the inbox {}: {e}", options.inbox.display()))?;
+        for file in waiting {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if unreadable.contains(&file) {
+                continue;
+            }
+            // With --once, a file that is not ready yet is judged now: nothing will
+            // wait for it to settle.
+            if !options.once && !readiness.ready(&file, settings, options.settle) {
+                continue;
+            }
+            let started = Instant::now();
+            match process::apply_file(store, &file, settings) {
+                Ok(record) => {
+                    crate::cli::log_file(&record, started);
+                    all_ok &= record.status == crate::model::Status::Ok;
+                }
+                // The file vanished between the scan and the read: nothing to answer.
+                Err(process::Error::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                // One unreadable file must not stop the others; say so once.
+                Err(e @ process::Error::Read { .. }) => {
+                    if unreadable.insert(file.clone()) {
+                        tracing::error!(file = %file.display(), "{e}");
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if options.once && first_pass {
+            break;
+        }
+        first_pass = false;
+        std::thread::sleep(options.poll);
+    }
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(all_ok)
+}
