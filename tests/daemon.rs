@@ -1,0 +1,187 @@
+//! The daemon as a child process on real temp folders: start-up order, partial
+//! uploads, signals, and the store's lock.
+
+use assert_cmd::cargo::cargo_bin;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        let child = Command::new(cargo_bin("userdrop"))
+            .current_dir(dir)
+            .args(["run", "--poll", "20", "--settle", "400"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the daemon");
+        Daemon { child }
+    }
+
+    /// Sends SIGTERM and returns the exit code and how long the exit took.
+    fn terminate(mut self) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.child.wait().unwrap();
+        (status.code(), started.elapsed())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(path: &Path, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn setup() -> (TempDir, PathBuf) {
+    let dir = TempDir::new().unwrap();
+    let inbox = dir.path().join("watch");
+    fs::create_dir(&inbox).unwrap();
+    (dir, inbox)
+}
+
+fn status_of(response: &Path) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(response).unwrap()).unwrap();
+    v["status"].as_str().unwrap().to_owned()
+}
+
+fn one_user(title: &str) -> String {
+    format!(r#"{{"users":[{{"title":"{title}","email":"same@example.com"}}]}}"#)
+}
+
+#[test]
+fn seed_request_gets_its_response_while_running_and_sigterm_exits_0() {
+    let (dir, inbox) = setup();
+    let daemon = Daemon::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    fs::copy(
+        "tests/fixtures/seed-request.json",
+        inbox.join("seed-request.json"),
+    )
+    .unwrap();
+    let response = inbox.join("seed-request.response.json");
+    assert!(wait_for(&response, Duration::from_secs(5)), "no response");
+    assert_eq!(status_of(&response), "WARNING");
+    let (code, took) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+#[test]
+fn once_processes_waiting_files_in_name_order() {
+    let (dir, inbox) = setup();
+    // b is applied after a, so b's title wins.
+    fs::write(inbox.join("b.json"), one_user("second")).unwrap();
+    fs::write(inbox.join("a.json"), one_user("first")).unwrap();
+    let out = Command::new(cargo_bin("userdrop"))
+        .current_dir(dir.path())
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = Command::new(cargo_bin("userdrop"))
+        .current_dir(dir.path())
+        .args(["get", "same@example.com"])
+        .output()
+        .unwrap();
+    let user: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(user["title"], "second");
+    assert_eq!(user["source_file"], "b.json");
+}
+
+#[test]
+fn a_file_written_in_chunks_is_processed_once_ok() {
+    let (dir, inbox) = setup();
+    let _daemon = Daemon::start(dir.path(), &[]);
+    let body = one_user("chunked");
+    let path = inbox.join("slow.json");
+    let (head, tail) = body.split_at(body.len() / 2);
+    fs::write(&path, head).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let response = inbox.join("slow.response.json");
+    assert!(!response.exists(), "answered a partial upload");
+    let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, tail.as_bytes()).unwrap();
+    drop(f);
+    assert!(wait_for(&response, Duration::from_secs(5)));
+    assert_eq!(status_of(&response), "OK");
+}
+
+#[test]
+fn a_truncated_file_gets_error_only_after_settling() {
+    let (dir, inbox) = setup();
+    let _daemon = Daemon::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(100));
+    let written = Instant::now();
+    fs::write(inbox.join("cut.json"), r#"{"users":[{"title":"x""#).unwrap();
+    let response = inbox.join("cut.response.json");
+    assert!(wait_for(&response, Duration::from_secs(5)));
+    assert!(
+        written.elapsed() >= Duration::from_millis(400),
+        "ERROR before the settle time"
+    );
+    assert_eq!(status_of(&response), "ERROR");
+}
+
+#[test]
+fn a_second_process_on_the_same_store_exits_1_naming_it() {
+    let (dir, _inbox) = setup();
+    let daemon = Daemon::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let out = Command::new(cargo_bin("userdrop"))
+        .current_dir(dir.path())
+        .args(["run"])
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("data") && err.contains("in use"), "{err}");
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_missing_inbox_is_an_operational_failure() {
+    let dir = TempDir::new().unwrap();
+    let out = Command::new(cargo_bin("userdrop"))
+        .current_dir(dir.path())
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("watch"));
+}
