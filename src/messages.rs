@@ -75,6 +75,8 @@ pub enum Rule {
     AtLeastOne,
     Currency,
     SiteLink,
+    /// A number beyond what a 64-bit float can hold: no consumer could read it.
+    Finite,
 }
 
 /// Something that happened to one user, or to the whole file.
@@ -213,6 +215,7 @@ impl Message {
                     Rule::AtLeastOne => ": expected a whole number of at least 1",
                     Rule::Currency => ": expected a three-letter currency code such as UAH",
                     Rule::SiteLink => ": expected an absolute http:// or https:// address",
+                    Rule::Finite => ": the number is too large",
                 };
                 format!("The {field} field ({value}) is set incorrectly{hint}")
             }
@@ -227,7 +230,7 @@ impl Message {
                 format!("A user must be a JSON object, not {}", found.article_en())
             }
             Message::Duplicate { email, first } => format!(
-                "The email {email} is given more than once in this file; user {first} was applied"
+                "The email {email} is given more than once in this file; it was first given by user {first}"
             ),
             Message::Unhandled { detail } => format!("Unhandled error: {detail}"),
             Message::NotUtf8 { line, column } => {

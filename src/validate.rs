@@ -271,7 +271,11 @@ impl FieldCheck<'_, '_> {
         match request::value(self.raw) {
             Value::Null => Patch::Clear,
             Value::Number(text) => match Number::parse(text) {
-                Some(n) => Patch::Set(n),
+                Some(n) if n.to_f64().is_finite() => Patch::Set(n),
+                Some(n) => {
+                    self.invalid(n.as_str(), Rule::Finite);
+                    Patch::Keep
+                }
                 None => {
                     self.wrong_type(JsonKind::Number, JsonKind::Number);
                     Patch::Keep
