@@ -155,9 +155,14 @@ pub struct RunArgs {
     /// Process the requests waiting in the inbox, then exit.
     #[arg(long)]
     pub once: bool,
-    /// How often to rescan the inbox, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..))]
-    pub poll: u64,
+    /// Poll the inbox every MS milliseconds instead of using inotify events (for
+    /// NFS/SMB/FUSE mounts, where events do not arrive).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll: Option<u64>,
+    /// Full rescan of the inbox every SECS seconds, in both modes, so that no file is
+    /// missed after an event-queue overflow.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rescan: u64,
     /// How long a file that does not parse must stay unchanged before it gets ERROR,
     /// in milliseconds (a partial upload is waited for until then).
     #[arg(long, value_name = "MS", default_value_t = 2000)]
@@ -382,18 +387,12 @@ pub fn run(args: &RunArgs) -> ExitCode {
     }
     let options = DaemonOptions {
         inbox: args.watch.clone(),
-        poll: Duration::from_millis(args.poll),
+        poll: args.poll.map(Duration::from_millis),
+        rescan: Duration::from_secs(args.rescan),
         settle: Duration::from_millis(args.settle),
         once: args.once,
+        store: args.processing.common.db.clone(),
     };
-    tracing::info!(
-        inbox = %args.watch.display(),
-        store = %args.processing.common.db.display(),
-        mode = %format!("poll every {} ms", args.poll),
-        settle_ms = args.settle,
-        authorization = settings.auth.is_on(),
-        "userdrop started"
-    );
     match daemon::run(&store, &options, &settings) {
         // The daemon's exit code speaks of its own health; with --once it also tells
         // whether every file was OK, like `import`.

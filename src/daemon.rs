@@ -1,14 +1,14 @@
 //! The daemon loop of `run`: take the waiting requests of the inbox one at a time, in
 //! name order, each once it is ready, until SIGINT or SIGTERM.
 //!
-//! This version finds files by rescanning the inbox every `--poll` interval, which
-//! works on every file system, network mounts included. (Watching with inotify is the
-//! next step; the rescan stays as the safety net for missed events.)
+//! When to scan is the `watch` module's business; this loop only decides, at each
+//! scan, which waiting files are ready and applies them.
 
 use crate::inbox;
 use crate::process::{self, Settings};
 use crate::request;
 use crate::store::Store;
+use crate::watch::Watch;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,11 +20,16 @@ use std::time::{Duration, Instant, SystemTime};
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
     pub inbox: PathBuf,
-    pub poll: Duration,
+    /// Poll at this interval instead of using OS events.
+    pub poll: Option<Duration>,
+    /// Full rescan interval, in both modes.
+    pub rescan: Duration,
     /// How long an unparsable file must stay unchanged before it is rejected.
     pub settle: Duration,
     /// Stop after the requests waiting at start-up.
     pub once: bool,
+    /// The store's folder, for the start-up line.
+    pub store: PathBuf,
 }
 
 /// Whether a file is ready: it parses, or it stopped changing for the settle time.
@@ -44,21 +49,26 @@ impl Readiness {
             self.unsettled.remove(path);
             return true;
         }
+        let seen = (meta.len(), meta.modified().ok());
+        let now = Instant::now();
+        // Unchanged since it last failed to parse: only the settle time can make it ready.
+        if let Some((last, since)) = self.unsettled.get(path)
+            && *last == seen
+        {
+            return now.duration_since(*since) >= settle;
+        }
         let parses = fs::read(path)
             .is_ok_and(|bytes| request::text(&bytes).and_then(request::envelope).is_ok());
         if parses {
             self.unsettled.remove(path);
             return true;
         }
-        let seen = (meta.len(), meta.modified().ok());
-        let now = Instant::now();
-        match self.unsettled.get(path) {
-            Some((last, since)) if *last == seen => now.duration_since(*since) >= settle,
-            _ => {
-                self.unsettled.insert(path.to_path_buf(), (seen, now));
-                false
-            }
-        }
+        self.unsettled.insert(path.to_path_buf(), (seen, now));
+        false
+    }
+
+    fn waiting_for_any(&self) -> bool {
+        !self.unsettled.is_empty()
     }
 }
 
@@ -70,11 +80,29 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
+    let mut watch = Watch::new(&options.inbox, options.poll, options.rescan)?;
+    tracing::info!(
+        inbox = %options.inbox.display(),
+        store = %options.store.display(),
+        mode = %watch.mode(),
+        settle_ms = options.settle.as_millis() as u64,
+        authorization = settings.auth.is_on(),
+        "userdrop started"
+    );
     let mut readiness = Readiness::default();
     let mut unreadable = std::collections::HashSet::new();
     let mut all_ok = true;
-    let mut first_pass = true;
+    let mut scan = true;
     while !stop.load(Ordering::Relaxed) {
+        if !scan {
+            // Short waits keep a stop signal answered quickly; files waiting to
+            // settle are looked at again soon even if nothing reports a change.
+            let cap = Duration::from_millis(if readiness.waiting_for_any() { 50 } else { 200 });
+            scan = watch.wait(cap) || readiness.waiting_for_any();
+            continue;
+        }
+        scan = false;
+        readiness.unsettled.retain(|path, _| path.exists());
         let waiting = inbox::waiting(&options.inbox)
             .map_err(|e| format!("cannot read the inbox {}: {e}", options.inbox.display()))?;
         for file in waiting {
@@ -107,11 +135,9 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
                 Err(e) => return Err(e.to_string()),
             }
         }
-        if options.once && first_pass {
+        if options.once {
             break;
         }
-        first_pass = false;
-        std::thread::sleep(options.poll);
     }
     store.flush().map_err(|e| e.to_string())?;
     Ok(all_ok)

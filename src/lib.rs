@@ -16,3 +16,4 @@ pub mod request;
 pub mod response;
 pub mod store;
 pub mod validate;
+pub mod watch;

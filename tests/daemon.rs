@@ -16,7 +16,7 @@ impl Daemon {
     fn start(dir: &Path, extra: &[&str]) -> Daemon {
         let child = Command::new(cargo_bin("userdrop"))
             .current_dir(dir)
-            .args(["run", "--poll", "20", "--settle", "400"])
+            .args(["run", "--settle", "400"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -184,4 +184,80 @@ fn a_missing_inbox_is_an_operational_failure() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("watch"));
+}
+
+#[test]
+fn poll_mode_picks_up_files() {
+    let (dir, inbox) = setup();
+    let _daemon = Daemon::start(dir.path(), &["--poll", "30"]);
+    std::thread::sleep(Duration::from_millis(100));
+    fs::write(inbox.join("p.json"), one_user("polled")).unwrap();
+    assert!(wait_for(
+        &inbox.join("p.response.json"),
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn a_file_renamed_into_the_inbox_is_processed() {
+    let (dir, inbox) = setup();
+    let _daemon = Daemon::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let outside = dir.path().join("staging.json");
+    fs::write(&outside, one_user("moved")).unwrap();
+    fs::rename(&outside, inbox.join("moved.json")).unwrap();
+    assert!(wait_for(
+        &inbox.join("moved.response.json"),
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn ignored_names_and_special_files_do_not_block_later_files() {
+    let (dir, inbox) = setup();
+    fs::create_dir(inbox.join("x.json")).unwrap();
+    let fifo = inbox.join("fifo.json");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    fs::write(dir.path().join("target.json"), one_user("linked")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("target.json"), inbox.join("link.json")).unwrap();
+    for name in ["u.json.part", "u.json.filepart", "u.json.tmp", ".u.json"] {
+        fs::write(inbox.join(name), "{").unwrap();
+    }
+    let _daemon = Daemon::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    fs::write(inbox.join("z.json"), one_user("after")).unwrap();
+    assert!(wait_for(
+        &inbox.join("z.response.json"),
+        Duration::from_secs(5)
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut names: Vec<String> = fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".response.json"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["z.response.json"]);
+}
+
+#[test]
+fn deleting_a_response_reprocesses_the_request() {
+    let (dir, inbox) = setup();
+    let _daemon = Daemon::start(dir.path(), &[]);
+    std::thread::sleep(Duration::from_millis(100));
+    fs::write(inbox.join("r.json"), one_user("again")).unwrap();
+    let response = inbox.join("r.response.json");
+    assert!(wait_for(&response, Duration::from_secs(5)));
+    let first = fs::read_to_string(&response).unwrap();
+    assert!(first.contains("added"), "{first}");
+    fs::remove_file(&response).unwrap();
+    assert!(wait_for(&response, Duration::from_secs(5)));
+    let second = fs::read_to_string(&response).unwrap();
+    assert!(second.contains("already up to date"), "{second}");
 }
