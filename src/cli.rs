@@ -225,7 +225,12 @@ pub fn import(args: &ImportArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = process::replay_outbox(&store, settings.lang) {
+    let named: Vec<PathBuf> = args
+        .files
+        .iter()
+        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .collect();
+    if let Err(e) = process::replay_outbox(&store, settings.lang, &named) {
         return fail(&e);
     }
     let mut statuses = Vec::new();
@@ -409,7 +414,7 @@ pub fn startup(store: &Store, inbox_dir: &Path, settings: &Settings) -> Result<(
         tracing::warn!("no token configured: requests are accepted without authorization");
     }
     inbox::remove_stale_temps(inbox_dir).map_err(|e| e.to_string())?;
-    let replayed = process::replay_outbox(store, settings.lang).map_err(|e| e.to_string())?;
+    let replayed = process::replay_outbox(store, settings.lang, &[]).map_err(|e| e.to_string())?;
     if replayed > 0 {
         tracing::info!(replayed, "wrote the responses an interrupted run held back");
     }

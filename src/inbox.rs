@@ -18,10 +18,10 @@ pub fn is_request_name(name: &str) -> bool {
 /// folders, FIFOs and devices are never opened) with a request's name and no response
 /// beside it.
 pub fn is_waiting(path: &Path) -> bool {
+    // Lossy: a name that is not UTF-8 is still a request when its ASCII ends say so.
     let named = path
         .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(is_request_name);
+        .is_some_and(|n| is_request_name(&n.to_string_lossy()));
     named
         && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
         && !response::response_path(path).exists()

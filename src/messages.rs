@@ -120,6 +120,14 @@ pub enum Message {
     NotAnObject {
         found: JsonKind,
     },
+    /// A string with an escape that is not valid Unicode (a lone surrogate).
+    BadText {
+        field: String,
+    },
+    /// An object with a key that is not valid Unicode.
+    BadKey {
+        within: String,
+    },
     Duplicate {
         email: String,
         first: u64,
@@ -229,6 +237,12 @@ impl Message {
             Message::NotAnObject { found } => {
                 format!("A user must be a JSON object, not {}", found.article_en())
             }
+            Message::BadText { field } => format!(
+                "The {field} field is not valid Unicode text (it holds a lone surrogate escape)"
+            ),
+            Message::BadKey { within } => format!(
+                "A key of {within} is not valid Unicode text (it holds a lone surrogate escape)"
+            ),
             Message::Duplicate { email, first } => format!(
                 "The email {email} is given more than once in this file; it was first given by user {first}"
             ),

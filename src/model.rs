@@ -179,6 +179,27 @@ impl Number {
         self.0.parse().unwrap_or(f64::NAN)
     }
 
+    /// Whether the value lies in 0..=100, judged on the exact decimal text so that
+    /// `100.0000000000000001` (which rounds to 100 as a float) is refused.
+    pub fn is_percent(&self) -> bool {
+        let text = &*self.0;
+        if text.contains(['e', 'E']) {
+            // Exponent forms are rare here; a float is exact enough for them.
+            return (0.0..=100.0).contains(&self.to_f64());
+        }
+        let (negative, digits) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        let frac_zero = frac.bytes().all(|b| b == b'0');
+        let int = int.trim_start_matches('0');
+        if negative {
+            return int.is_empty() && frac_zero;
+        }
+        int.len() < 3 || (int == "100" && frac_zero)
+    }
+
     /// The value as a whole number, when it is written as one (no fraction, no
     /// exponent) and fits.
     pub fn to_u64(&self) -> Option<u64> {
@@ -560,6 +581,16 @@ mod tests {
         }
         for bad in ["", "-", "01", "1.", ".5", "1e", "+1", "NaN", "1 "] {
             assert!(Number::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn percent_is_judged_on_the_exact_text() {
+        for ok in ["0", "-0.0", "3", "99.999", "100", "100.000", "1e2", "0.5"] {
+            assert!(Number::parse(ok).unwrap().is_percent(), "{ok}");
+        }
+        for bad in ["100.0000000000000001", "101", "-0.01", "-1", "1000", "1e3"] {
+            assert!(!Number::parse(bad).unwrap().is_percent(), "{bad}");
         }
     }
 

@@ -4,7 +4,8 @@
 //! nothing.
 //!
 //! The order of durable effects is what makes a crash at any moment safe:
-//! 1. each step commits its users, its log and the file's progress in one batch;
+//! 1. each step commits its users, its log and the file's progress in one batch,
+//!    and is flushed;
 //! 2. the last step also puts the file's outcome in the outbox;
 //! 3. the store is flushed, and only then is the response written (atomically);
 //! 4. only then is the outbox entry cleared.
@@ -146,9 +147,15 @@ pub fn check_file(store: &Store, request: &Path, settings: &Settings) -> Result<
     judge(store, &path, settings, Mode::Check)
 }
 
-/// Writes the response of every file left in the outbox by an interrupted run.
-pub fn replay_outbox(store: &Store, lang: Lang) -> Result<usize, Error> {
-    let pending = store.outbox()?;
+/// Writes the response of every file left in the outbox by an interrupted run, but
+/// for the requests in `except`, which the caller is about to finish itself (an
+/// `import` re-run must deliver, not re-apply, the file it names).
+pub fn replay_outbox(store: &Store, lang: Lang, except: &[PathBuf]) -> Result<usize, Error> {
+    let pending: Vec<FileRecord> = store
+        .outbox()?
+        .into_iter()
+        .filter(|r| !except.contains(&r.path))
+        .collect();
     for record in &pending {
         let folder_gone = record.path.parent().is_some_and(|dir| !dir.is_dir());
         if folder_gone {
@@ -277,6 +284,9 @@ fn judge(store: &Store, path: &Path, settings: &Settings, mode: Mode) -> Result<
                     done: finished.clone(),
                 })?;
                 if !last {
+                    // Each step is made durable on its own: a crash then loses at
+                    // most the step in hand, and a resumed file redoes only that.
+                    store.flush()?;
                     fault_point("after-step");
                 }
             }

@@ -34,6 +34,8 @@ pub struct Envelope {
 #[derive(Debug)]
 pub enum Element<'a> {
     Object(Vec<(Cow<'a, str>, &'a RawValue)>),
+    /// An object with a key that is not valid Unicode (a lone surrogate escape).
+    BadKey,
     Other(JsonKind),
 }
 
@@ -86,12 +88,11 @@ pub fn for_each_user<'a>(
     walk.deserialize(&mut de).map(|_| ()).map_err(|_| Halt)
 }
 
-/// The fields of a nested object, such as `discount_card`.
+/// The fields of an object's raw text; `None` when a key is not valid Unicode.
 pub fn object_fields(raw: &RawValue) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
-    match serde_json::from_str::<Element<'_>>(raw.get()) {
-        Ok(Element::Object(fields)) => Some(fields),
-        _ => None,
-    }
+    serde_json::from_str::<Fields<'_>>(raw.get())
+        .ok()
+        .map(|f| f.0)
 }
 
 /// A raw value, told apart by its first character.
@@ -102,6 +103,8 @@ pub enum Value<'a> {
     String(Cow<'a, str>),
     Array,
     Object(&'a RawValue),
+    /// A string whose escapes do not decode (a lone UTF-16 surrogate).
+    BadString,
 }
 
 impl Value<'_> {
@@ -110,7 +113,7 @@ impl Value<'_> {
             Value::Null => JsonKind::Null,
             Value::Bool(_) => JsonKind::Boolean,
             Value::Number(_) => JsonKind::Number,
-            Value::String(_) => JsonKind::String,
+            Value::String(_) | Value::BadString => JsonKind::String,
             Value::Array => JsonKind::Array,
             Value::Object(_) => JsonKind::Object,
         }
@@ -129,11 +132,12 @@ pub fn value(raw: &RawValue) -> Value<'_> {
         Some(b'"') => {
             let inner = &text[1..text.len() - 1];
             if inner.contains('\\') {
-                // Escapes need decoding; the text is valid JSON, so this cannot fail,
-                // but a failure still must not panic.
-                Value::String(Cow::Owned(
-                    serde_json::from_str::<String>(text).unwrap_or_default(),
-                ))
+                // serde_json's syntax check lets lone surrogates (`\ud800`) through;
+                // decoding them fails.
+                match serde_json::from_str::<String>(text) {
+                    Ok(decoded) => Value::String(Cow::Owned(decoded)),
+                    Err(_) => Value::BadString,
+                }
             } else {
                 Value::String(Cow::Borrowed(inner))
             }
@@ -290,43 +294,40 @@ impl<'de> serde::Deserialize<'de> for TokenValue {
 
 impl<'de> serde::Deserialize<'de> for Element<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Taken raw first: serde_json checks a raw value's syntax only, so no number
+        // too large for f64 and no bad escape can fail the walk; each is judged later
+        // as a problem of this one user.
+        let raw = <&'de RawValue>::deserialize(d)?;
+        Ok(match value(raw) {
+            Value::Object(raw) => match object_fields(raw) {
+                Some(fields) => Element::Object(fields),
+                None => Element::BadKey,
+            },
+            other => Element::Other(other.kind()),
+        })
+    }
+}
+
+/// The fields of an object, each value kept raw.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Element<'de>;
+            type Value = Fields<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a user")
+                f.write_str("an object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element<'de>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some(key) = map.next_key::<Key<'de>>()? {
                     fields.push((key.0, map.next_value::<&'de RawValue>()?));
                 }
-                Ok(Element::Object(fields))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Element<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Element::Other(JsonKind::Array))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Element<'de>, E> {
-                Ok(Element::Other(JsonKind::Boolean))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Element<'de>, E> {
-                Ok(Element::Other(JsonKind::Number))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Element<'de>, E> {
-                Ok(Element::Other(JsonKind::Number))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Element<'de>, E> {
-                Ok(Element::Other(JsonKind::Number))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Element<'de>, E> {
-                Ok(Element::Other(JsonKind::String))
-            }
-            fn visit_unit<E>(self) -> Result<Element<'de>, E> {
-                Ok(Element::Other(JsonKind::Null))
+                Ok(Fields(fields))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_map(V)
     }
 }
 
@@ -382,6 +383,21 @@ mod tests {
         assert!(envelope(&deep).is_err());
         let deep_obj = format!(r#"{{"users":[{{"a":{}}}]}}"#, "[".repeat(100_000));
         assert!(envelope(&deep_obj).is_err());
+    }
+
+    #[test]
+    fn odd_elements_never_fail_the_walk() {
+        let text = r#"{"users":[1e400,-1e400,"\ud800",{"\ud800":1},{"a":1e400}]}"#;
+        assert_eq!(envelope(text).unwrap().users, 5);
+        let mut kinds = Vec::new();
+        for_each_user(text, |_, e| {
+            kinds.push(format!("{e:?}"));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(kinds.len(), 5);
+        assert!(kinds[3].contains("BadKey"), "{kinds:?}");
+        assert!(kinds[4].contains("1e400"), "{kinds:?}");
     }
 
     #[test]

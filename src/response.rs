@@ -17,13 +17,18 @@ use serde::Serialize;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// `NAME.json` → `NAME.response.json`; any other name gets `.response.json` appended.
 pub fn response_path(request: &Path) -> PathBuf {
-    let name = request.file_name().unwrap_or_default().to_string_lossy();
-    let stem = name.strip_suffix(".json").unwrap_or(&name);
-    request.with_file_name(format!("{stem}.response.json"))
+    // Bytes, not str: a Unix file name need not be UTF-8, and its response must sit
+    // beside it under the same stem.
+    let name = request.file_name().unwrap_or_default().as_bytes();
+    let stem = name.strip_suffix(b".json").unwrap_or(name);
+    let mut response = stem.to_vec();
+    response.extend_from_slice(b".response.json");
+    request.with_file_name(OsString::from_vec(response))
 }
 
 /// The hidden name a response is written under before it is renamed into place.

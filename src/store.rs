@@ -91,7 +91,9 @@ pub struct Progress {
 /// history afterwards.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRecord {
-    /// The request's canonical path.
+    /// The request's canonical path; stored as bytes, since a Unix path need not be
+    /// UTF-8.
+    #[serde(with = "path_bytes")]
     pub path: PathBuf,
     pub hash: String,
     pub status: Status,
@@ -100,6 +102,23 @@ pub struct FileRecord {
     pub users: u64,
     pub counts: Counts,
     pub finished_at: DateTime<Utc>,
+}
+
+mod path_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        path.as_os_str().as_bytes().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(PathBuf::from(OsString::from_vec(Vec::<u8>::deserialize(
+            d,
+        )?)))
+    }
 }
 
 /// One bounded step of a file, committed atomically.

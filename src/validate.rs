@@ -42,6 +42,10 @@ impl Validator {
             Element::Other(found) => {
                 return Verdict::Rejected(vec![Message::NotAnObject { found }]);
             }
+            Element::BadKey => {
+                let within = "the user".to_owned();
+                return Verdict::Rejected(vec![Message::BadKey { within }]);
+            }
         };
         let patch = user_fields(&fields, &mut problems);
         if let Some(email) = &patch.email {
@@ -194,13 +198,26 @@ struct FieldCheck<'p, 'v> {
     problems: &'p mut Vec<Message>,
 }
 
-impl FieldCheck<'_, '_> {
+impl<'v> FieldCheck<'_, 'v> {
     fn wrong_type(&mut self, expected: JsonKind, found: JsonKind) {
         self.problems.push(Message::WrongType {
             field: self.field.to_owned(),
             expected,
             found,
         });
+    }
+
+    /// The field's value; a string that does not decode is reported here, once.
+    fn value(&mut self) -> Option<Value<'v>> {
+        match request::value(self.raw) {
+            Value::BadString => {
+                self.problems.push(Message::BadText {
+                    field: self.field.to_owned(),
+                });
+                None
+            }
+            v => Some(v),
+        }
     }
 
     fn invalid(&mut self, value: &str, rule: Rule) {
@@ -213,7 +230,10 @@ impl FieldCheck<'_, '_> {
 
     /// A string field: trimmed, empty counts as absent, length limit applied.
     fn text(&mut self) -> Patch<String> {
-        match request::value(self.raw) {
+        let Some(value) = self.value() else {
+            return Patch::Keep;
+        };
+        match value {
             Value::Null => Patch::Clear,
             Value::String(s) => {
                 let t = s.trim();
@@ -239,7 +259,10 @@ impl FieldCheck<'_, '_> {
 
     /// A string field with its own rule.
     fn parsed<T>(&mut self, rule: Rule, parse: impl Fn(&str) -> Option<T>) -> Patch<T> {
-        match request::value(self.raw) {
+        let Some(value) = self.value() else {
+            return Patch::Keep;
+        };
+        match value {
             Value::Null => Patch::Clear,
             Value::String(s) if s.trim().is_empty() => Patch::Keep,
             Value::String(s) => match parse(&s) {
@@ -257,7 +280,10 @@ impl FieldCheck<'_, '_> {
     }
 
     fn boolean(&mut self) -> Patch<bool> {
-        match request::value(self.raw) {
+        let Some(value) = self.value() else {
+            return Patch::Keep;
+        };
+        match value {
             Value::Null => Patch::Clear,
             Value::Bool(b) => Patch::Set(b),
             other => {
@@ -268,7 +294,10 @@ impl FieldCheck<'_, '_> {
     }
 
     fn number(&mut self) -> Patch<Number> {
-        match request::value(self.raw) {
+        let Some(value) = self.value() else {
+            return Patch::Keep;
+        };
+        match value {
             Value::Null => Patch::Clear,
             Value::Number(text) => match Number::parse(text) {
                 Some(n) if n.to_f64().is_finite() => Patch::Set(n),
@@ -290,7 +319,8 @@ impl FieldCheck<'_, '_> {
 
     /// A whole number written without fraction or exponent.
     fn integer(&mut self) -> Option<Patch<(String, Option<u64>)>> {
-        match request::value(self.raw) {
+        let value = self.value()?;
+        match value {
             Value::Null => Some(Patch::Clear),
             Value::Number(text) if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
                 Some(Patch::Set((text.to_owned(), text.parse().ok())))
@@ -318,7 +348,7 @@ impl FieldCheck<'_, '_> {
 
     fn percent(&mut self) -> Patch<Number> {
         match self.number() {
-            Patch::Set(n) if (0.0..=100.0).contains(&n.to_f64()) => Patch::Set(n),
+            Patch::Set(n) if n.is_percent() => Patch::Set(n),
             Patch::Set(n) => {
                 self.invalid(n.as_str(), Rule::Percent);
                 Patch::Keep
@@ -367,7 +397,10 @@ impl FieldCheck<'_, '_> {
     }
 
     fn card(&mut self) -> Patch<CardPatch> {
-        let raw = match request::value(self.raw) {
+        let Some(value) = self.value() else {
+            return Patch::Keep;
+        };
+        let raw = match value {
             Value::Null => return Patch::Clear,
             Value::Object(raw) => raw,
             other => {
@@ -376,7 +409,9 @@ impl FieldCheck<'_, '_> {
             }
         };
         let Some(fields) = request::object_fields(raw) else {
-            self.wrong_type(JsonKind::Object, JsonKind::Object);
+            self.problems.push(Message::BadKey {
+                within: self.field.to_owned(),
+            });
             return Patch::Keep;
         };
         let mut card = CardPatch::default();
@@ -475,6 +510,26 @@ mod tests {
             ),
             Verdict::Valid(_) => panic!(),
         }
+    }
+
+    #[test]
+    fn lone_surrogates_are_code_2() {
+        let p = problems(r#"{"title":"t","email":"x@y.co","note":"\ud800"}"#);
+        assert_eq!(
+            p,
+            [Message::BadText {
+                field: "note".into()
+            }]
+        );
+        let p = problems(r#"{"title":"t","email":"x@y.co","discount_card":{"\ud800":1}}"#);
+        assert_eq!(
+            p,
+            [Message::BadKey {
+                within: "discount_card".into()
+            }]
+        );
+        let p = problems(r#"{"title":"t","email":"x@y.co","balance":1e400}"#);
+        assert_eq!(p[0].code(), crate::messages::Code::Invalid);
     }
 
     #[test]
