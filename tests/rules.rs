@@ -613,7 +613,11 @@ fn balance_any_number_stored_exactly() {
         &[],
     );
     assert_eq!(out.codes(0), [2]);
-    assert!(out.messages(0)[0].contains("too large"), "{:?}", out.messages(0));
+    assert!(
+        out.messages(0)[0].contains("too large"),
+        "{:?}",
+        out.messages(0)
+    );
 }
 
 #[test]
