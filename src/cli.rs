@@ -1,16 +1,16 @@
 //! The command line (SPEC §6): argument definitions and one function per command.
 //! Each function returns the process exit code.
 
+use crate::control::{self, Query};
 use crate::daemon::{self, DaemonOptions};
-use crate::export::{self, Format};
+use crate::export::Format;
 use crate::inbox;
 use crate::messages::Lang;
-use crate::model::{Email, Status};
+use crate::model::Status;
 use crate::process::{self, Auth, Settings};
 use crate::response;
-use crate::store::{FileRecord, Store, StoreOptions};
+use crate::store::{FileRecord, Store, StoreError, StoreOptions};
 use clap::{Args, Parser, Subcommand};
-use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -134,6 +134,7 @@ impl Processing {
             step_users: usize::try_from(self.step_users).unwrap_or(usize::MAX),
             auth: Auth::new(self.tokens.iter().cloned()),
             lang: self.lang,
+            stop: None,
         }
     }
 }
@@ -297,81 +298,32 @@ pub fn check(args: &ImportArgs) -> ExitCode {
     }
 }
 
-/// `get EMAIL`
-pub fn get(email: &str, common: &Common) -> ExitCode {
-    let store = match common.open_store() {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    let Some(email) = Email::parse(email) else {
-        eprintln!(
-            "userdrop: {:?} is not a valid email, so no user has it",
-            email.trim()
-        );
-        return ExitCode::from(EXIT_FAILURE);
-    };
-    match store.user(&email) {
-        Ok(Some(user)) => {
-            let text = serde_json::to_string_pretty(&user.flat());
-            match text {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::from(EXIT_OK)
-                }
-                Err(e) => fail(&e),
-            }
-        }
-        Ok(None) => {
-            eprintln!("userdrop: no user with email {email}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-        Err(e) => fail(&e),
-    }
-}
-
-/// `export [--format]`
-pub fn export(format: Format, common: &Common) -> ExitCode {
-    let store = match common.open_store() {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
+/// `get`, `export` and `stats`: from the store, or from the daemon that holds it.
+pub fn read(query: &Query, common: &Common) -> ExitCode {
     let stdout = io::stdout();
-    match export::export(&store, format, BufWriter::new(stdout.lock())) {
-        Ok(()) => ExitCode::from(EXIT_OK),
+    let mut out = BufWriter::new(stdout.lock());
+    let reply = match common.open_store() {
+        Ok(store) => control::answer(&store, query, &mut out),
+        Err(StoreError::Locked(dir)) => control::ask(&common.db, query, &mut out).map_err(|e| {
+            format!(
+                "the store {} is held by another process and its control socket did not answer ({e}); is a userdrop daemon running on it?",
+                dir.display()
+            )
+        }),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = out.flush() {
+        return fail(&e);
+    }
+    match reply {
+        Ok(reply) => {
+            if let Some(note) = reply.note {
+                eprintln!("userdrop: {note}");
+            }
+            ExitCode::from(reply.exit)
+        }
         Err(e) => fail(&e),
     }
-}
-
-/// `stats [--json]`
-pub fn stats(json: bool, common: &Common) -> ExitCode {
-    let store = match common.open_store() {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    let users = match store.user_count() {
-        Ok(n) => n,
-        Err(e) => return fail(&e),
-    };
-    let mut files: BTreeMap<&str, u64> = [("OK", 0), ("WARNING", 0), ("ERROR", 0)].into();
-    for record in store.files() {
-        match record {
-            Ok(r) => *files.entry(r.status.as_str()).or_default() += 1,
-            Err(e) => return fail(&e),
-        }
-    }
-    if json {
-        let v = serde_json::json!({
-            "users": users,
-            "files": {"OK": files["OK"], "WARNING": files["WARNING"], "ERROR": files["ERROR"]},
-        });
-        println!("{v}");
-    } else {
-        println!("users            {users}");
-        for status in ["OK", "WARNING", "ERROR"] {
-            println!("files {status:<10} {}", files[status]);
-        }
-    }
-    ExitCode::from(EXIT_OK)
 }
 
 /// `run`: the daemon on the inbox.
@@ -389,6 +341,12 @@ pub fn run(args: &RunArgs) -> ExitCode {
     };
     if let Err(e) = startup(&store, &args.watch, &settings) {
         return fail(&e);
+    }
+    if let Err(e) = control::serve(store.clone(), &args.processing.common.db) {
+        return fail(&format!(
+            "cannot open the control socket in {}: {e}",
+            args.processing.common.db.display()
+        ));
     }
     let options = DaemonOptions {
         inbox: args.watch.clone(),

@@ -76,10 +76,19 @@ impl Readiness {
 /// Returns whether every file processed was `OK`.
 pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Result<bool, String> {
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
+    let hangup = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGHUP, &hangup),
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(flag))
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
+    let settings = &Settings {
+        stop: Some(Arc::clone(&stop)),
+        ..settings.clone()
+    };
     let mut watch = Watch::new(&options.inbox, options.poll, options.rescan)?;
     tracing::info!(
         inbox = %options.inbox.display(),
@@ -99,6 +108,10 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             // settle are looked at again soon even if nothing reports a change.
             let cap = Duration::from_millis(if readiness.waiting_for_any() { 50 } else { 200 });
             scan = watch.wait(cap) || readiness.waiting_for_any();
+            if hangup.swap(false, Ordering::Relaxed) {
+                tracing::info!("SIGHUP: rescanning the inbox");
+                scan = true;
+            }
             continue;
         }
         scan = false;
@@ -131,6 +144,10 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
                     if unreadable.insert(file.clone()) {
                         tracing::error!(file = %file.display(), "{e}");
                     }
+                }
+                Err(process::Error::Interrupted) => {
+                    tracing::info!(file = %file.display(), "stopped mid-file; it resumes at the next start");
+                    break;
                 }
                 Err(e) => return Err(e.to_string()),
             }

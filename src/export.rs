@@ -4,7 +4,17 @@ use crate::model::{StoredUser, UserData};
 use crate::store::{Store, StoreError};
 use std::io::{self, Write};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Format {
     /// A users/import request, `{"users": [...]}`, that re-imports to the same store.
     #[default]

@@ -6,6 +6,7 @@
 //! wiring the commands.
 
 pub mod cli;
+pub mod control;
 pub mod daemon;
 pub mod export;
 pub mod inbox;

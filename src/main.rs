@@ -3,6 +3,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use userdrop::cli::{self, Cli, Command, LogFormat};
+use userdrop::control::Query;
 
 fn main() -> ExitCode {
     let args = Cli::parse();
@@ -23,8 +24,15 @@ fn main() -> ExitCode {
         Some(Command::Run(run)) => cli::run(run),
         Some(Command::Import(a)) => cli::import(a),
         Some(Command::Check(a)) => cli::check(a),
-        Some(Command::Get { email, common }) => cli::get(email, common),
-        Some(Command::Export { format, common }) => cli::export(*format, common),
-        Some(Command::Stats { json, common }) => cli::stats(*json, common),
+        Some(Command::Get { email, common }) => cli::read(
+            &Query::Get {
+                email: email.clone(),
+            },
+            common,
+        ),
+        Some(Command::Export { format, common }) => {
+            cli::read(&Query::Export { format: *format }, common)
+        }
+        Some(Command::Stats { json, common }) => cli::read(&Query::Stats { json: *json }, common),
     }
 }

@@ -24,6 +24,8 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The tokens a request must carry, if any. Never printed.
 #[derive(Clone, Default)]
@@ -90,6 +92,9 @@ pub struct Settings {
     pub step_users: usize,
     pub auth: Auth,
     pub lang: Lang,
+    /// Set by a stop signal: a file in hand stops after the step being committed and
+    /// resumes at the next start.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Settings {
@@ -99,6 +104,7 @@ impl Default for Settings {
             step_users: 10_000,
             auth: Auth::default(),
             lang: Lang::En,
+            stop: None,
         }
     }
 }
@@ -111,6 +117,8 @@ pub enum Error {
     Write { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("stopped by a signal; the file resumes at the next start")]
+    Interrupted,
 }
 
 /// The result of checking a file without applying it.
@@ -288,6 +296,13 @@ fn judge(store: &Store, path: &Path, settings: &Settings, mode: Mode) -> Result<
                     // most the step in hand, and a resumed file redoes only that.
                     store.flush()?;
                     fault_point("after-step");
+                    if settings
+                        .stop
+                        .as_ref()
+                        .is_some_and(|s| s.load(Ordering::Relaxed))
+                    {
+                        return Err(Error::Interrupted);
+                    }
                 }
             }
             Mode::Check => {

@@ -135,6 +135,9 @@ pub struct Step<'a> {
     pub done: Option<FileRecord>,
 }
 
+/// Cheap to clone: clones share one open database (the daemon's control thread
+/// reads through one).
+#[derive(Clone)]
 pub struct Store {
     db: sled::Db,
 }

@@ -261,3 +261,119 @@ fn deleting_a_response_reprocesses_the_request() {
     let second = fs::read_to_string(&response).unwrap();
     assert!(second.contains("already up to date"), "{second}");
 }
+
+fn userdrop(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(cargo_bin("userdrop"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn read_commands_answer_while_the_daemon_runs() {
+    let (dir, inbox) = setup();
+    let daemon = Daemon::start(dir.path(), &[]);
+    fs::copy("tests/fixtures/seed-request.json", inbox.join("seed.json")).unwrap();
+    assert!(wait_for(
+        &inbox.join("seed.response.json"),
+        Duration::from_secs(5)
+    ));
+
+    let get = userdrop(dir.path(), &["get", "IVAN@mail.net"]);
+    assert_eq!(
+        get.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let user: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(user["title"], "Ivanov Ivan");
+
+    let absent = userdrop(dir.path(), &["get", "nobody@example.com"]);
+    assert_eq!(absent.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&absent.stderr).contains("no user"));
+
+    let export = userdrop(dir.path(), &["export"]);
+    let users: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    assert_eq!(users["users"].as_array().unwrap().len(), 2);
+
+    let stats = userdrop(dir.path(), &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["users"], 2);
+    assert_eq!(stats["files"]["WARNING"], 1);
+
+    // A writer is still refused: one daemon per store.
+    let import = userdrop(dir.path(), &["import", "watch/seed.json"]);
+    assert_eq!(import.status.code(), Some(1));
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn sighup_rescans_and_does_not_stop_the_daemon() {
+    let (dir, inbox) = setup();
+    let mut daemon = Daemon::start(dir.path(), &["--poll", "100000"]);
+    std::thread::sleep(Duration::from_millis(300));
+    fs::write(inbox.join("h.json"), one_user("hup")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !inbox.join("h.response.json").exists(),
+        "poll interval is long"
+    );
+    let pid = daemon.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(wait_for(
+        &inbox.join("h.response.json"),
+        Duration::from_secs(5)
+    ));
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the daemon"
+    );
+}
+
+#[test]
+fn sigterm_mid_file_exits_0_and_the_file_resumes() {
+    let (dir, inbox) = setup();
+    let users: Vec<String> = (0..60_000)
+        .map(|i| format!(r#"{{"title":"U{i}","email":"u{i}@example.com","city":"Kyiv"}}"#))
+        .collect();
+    fs::write(
+        inbox.join("big.json"),
+        format!(r#"{{"users":[{}]}}"#, users.join(",")),
+    )
+    .unwrap();
+    let daemon = Daemon::start(dir.path(), &["--step-users", "500"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let (code, took) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let response = inbox.join("big.response.json");
+    if response.exists() {
+        // The machine was fast enough to finish; nothing to resume.
+        return;
+    }
+    let out = userdrop(dir.path(), &["run", "--once", "--step-users", "500"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&response).unwrap()).unwrap();
+    let log = v["response"]["log"].as_array().unwrap();
+    assert_eq!(log.len(), 60_000);
+    assert!(log.iter().all(|e| {
+        e["info"][0]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("added successfully")
+    }));
+}
