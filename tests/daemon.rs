@@ -377,3 +377,54 @@ fn sigterm_mid_file_exits_0_and_the_file_resumes() {
             .ends_with("added successfully")
     }));
 }
+
+#[test]
+fn the_daemon_refuses_a_missing_or_wrong_token_and_applies_nothing() {
+    let (dir, inbox) = setup();
+    let mut child = Command::new(cargo_bin("userdrop"))
+        .current_dir(dir.path())
+        .env("USERDROP_TOKENS", "s3cret,0ther-t0ken")
+        .args(["run", "--log-level", "debug"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let user = r#"{"title":"T","email":"tok@example.com"}"#;
+    fs::write(inbox.join("none.json"), format!(r#"{{"users":[{user}]}}"#)).unwrap();
+    fs::write(
+        inbox.join("wrong.json"),
+        format!(r#"{{"token":"s3cre","users":[{user}]}}"#),
+    )
+    .unwrap();
+    for name in ["none", "wrong"] {
+        let response = inbox.join(format!("{name}.response.json"));
+        assert!(wait_for(&response, Duration::from_secs(5)), "{name}");
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(&response).unwrap()).unwrap();
+        assert_eq!(v["status"], "ERROR");
+        let message = v["response"]["message"].as_str().unwrap();
+        assert!(message.starts_with("Authorization failed"), "{message}");
+        assert!(!message.contains("s3cret"));
+    }
+    fs::write(
+        inbox.join("right.json"),
+        format!(r#"{{"token":"0ther-t0ken","users":[{user}]}}"#),
+    )
+    .unwrap();
+    assert!(wait_for(
+        &inbox.join("right.response.json"),
+        Duration::from_secs(5)
+    ));
+    let stats = userdrop(dir.path(), &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["users"], 1);
+    assert_eq!(stats["files"]["ERROR"], 2);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(log.contains("authorization=true"), "{log}");
+    assert!(
+        !log.contains("s3cret") && !log.contains("0ther-t0ken"),
+        "a token was logged"
+    );
+}
