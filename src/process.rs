@@ -22,7 +22,7 @@ use crate::validate::{Validator, Verdict};
 use chrono::Utc;
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,15 +207,35 @@ fn judge(store: &Store, path: &Path, settings: &Settings, mode: Mode) -> Result<
         path: path.to_path_buf(),
         source,
     };
-    let size = fs::metadata(path).map_err(read_error)?.len();
-    if size > settings.max_file_size {
-        let message = Message::TooLarge {
-            size,
-            limit: settings.max_file_size,
-        };
-        return reject(store, path, String::new(), message, mode);
+    let meta = fs::metadata(path).map_err(read_error)?;
+    if !meta.is_file() {
+        // A FIFO would block forever and a device never ends: never open them.
+        return Err(read_error(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
     }
-    let bytes = fs::read(path).map_err(read_error)?;
+    let too_large = |size| Message::TooLarge {
+        size,
+        limit: settings.max_file_size,
+    };
+    if meta.len() > settings.max_file_size {
+        return reject(store, path, String::new(), too_large(meta.len()), mode);
+    }
+    // The limit holds even for a file that grows after the size check.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    fs::File::open(path)
+        .and_then(|f| f.take(settings.max_file_size + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > settings.max_file_size {
+        return reject(
+            store,
+            path,
+            String::new(),
+            too_large(bytes.len() as u64),
+            mode,
+        );
+    }
     let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
     let parsed = request::text(&bytes).and_then(|text| Ok((text, request::envelope(text)?)));
     let (text, envelope) = match parsed {
