@@ -234,15 +234,25 @@ pub fn import(args: &ImportArgs) -> ExitCode {
     if let Err(e) = process::replay_outbox(&store, settings.lang, &named) {
         return fail(&e);
     }
+    for_each_file(&args.files, |file| {
+        let started = Instant::now();
+        let record = process::apply_file(&store, file, &settings)?;
+        log_file(&record, started);
+        Ok(record.status)
+    })
+}
+
+/// Runs `one` on every file, going on past failures; the exit code of SPEC §6:
+/// 1 if any file failed operationally, else 3 if any was not `OK`, else 0.
+fn for_each_file(
+    files: &[PathBuf],
+    mut one: impl FnMut(&Path) -> Result<Status, process::Error>,
+) -> ExitCode {
     let mut statuses = Vec::new();
     let mut failed = false;
-    for file in &args.files {
-        let started = Instant::now();
-        match process::apply_file(&store, file, &settings) {
-            Ok(record) => {
-                log_file(&record, started);
-                statuses.push(record.status);
-            }
+    for file in files {
+        match one(file) {
+            Ok(status) => statuses.push(status),
             Err(e) => {
                 eprintln!("userdrop: error: {e}");
                 failed = true;
@@ -265,37 +275,19 @@ pub fn check(args: &ImportArgs) -> ExitCode {
     };
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let mut statuses = Vec::new();
-    let mut failed = false;
-    for file in &args.files {
-        match process::check_file(&store, file, &settings) {
-            Ok(checked) => {
-                let r = &checked.record;
-                let log = std::iter::once(Ok(checked.log.clone()));
-                let written = response::write_json(
-                    &mut out,
-                    r.status,
-                    r.message.as_ref(),
-                    log,
-                    settings.lang,
-                );
-                if let Err(e) = written.and_then(|()| out.flush()) {
-                    return fail(&e);
-                }
-                eprintln!("{}: {}", file.display(), r.status);
-                statuses.push(r.status);
-            }
-            Err(e) => {
-                eprintln!("userdrop: error: {e}");
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        ExitCode::from(EXIT_FAILURE)
-    } else {
-        exit_for(statuses)
-    }
+    for_each_file(&args.files, |file| {
+        let checked = process::check_file(&store, file, &settings)?;
+        let r = &checked.record;
+        let log = std::iter::once(Ok(checked.log));
+        response::write_json(&mut out, r.status, r.message.as_ref(), log, settings.lang)
+            .and_then(|()| out.flush())
+            .map_err(|source| process::Error::Write {
+                path: PathBuf::from("(stdout)"),
+                source,
+            })?;
+        eprintln!("{}: {}", file.display(), r.status);
+        Ok(r.status)
+    })
 }
 
 /// `get`, `export` and `stats`: from the store, or from the daemon that holds it.

@@ -228,8 +228,13 @@ impl Store {
 
     /// Forgets a file's partial progress (its content changed): it starts over.
     pub fn discard_progress(&self, path: &Path) -> Result<()> {
+        self.remove_with_log(path_key(PROGRESS, path), path)
+    }
+
+    /// Removes `key` and every log chunk of `path`, atomically.
+    fn remove_with_log(&self, key: Vec<u8>, path: &Path) -> Result<()> {
         let mut batch = sled::Batch::default();
-        batch.remove(path_key(PROGRESS, path));
+        batch.remove(key);
         for k in self.db.scan_prefix(log_prefix(path)).keys() {
             batch.remove(k?);
         }
@@ -298,13 +303,7 @@ impl Store {
 
     /// The response of `path` is durably on disk: drop its outbox entry and log.
     pub fn clear_outbox(&self, path: &Path) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        batch.remove(path_key(OUTBOX, path));
-        for k in self.db.scan_prefix(log_prefix(path)).keys() {
-            batch.remove(k?);
-        }
-        self.db.apply_batch(batch)?;
-        Ok(())
+        self.remove_with_log(path_key(OUTBOX, path), path)
     }
 
     /// The last outcome of every file processed, by path.
