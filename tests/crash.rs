@@ -1,0 +1,897 @@
+//! Acceptance for SPEC §2 and §4 under `kill -9`: a stream of request files waits in
+//! the inbox, the daemon is started and SIGKILLed at random moments over and over, and
+//! a final `run --once` finishes the work. Afterwards every request has exactly one
+//! response, no temporary file is left, every response is identical to the one a clean
+//! run of the same files writes, and the store equals a model replayed from the
+//! responses (each file applied exactly once, in name order).
+//!
+//! The randomness comes from a seeded xorshift generator; the seed is printed and can
+//! be replayed with `USERDROP_CRASH_SEED=N`. `soak` (ignored) does the same with
+//! `USERDROP_SOAK_KILLS` kills (1000 by default):
+//! `USERDROP_SOAK_KILLS=1000 cargo test --release --test crash -- --ignored --nocapture soak`.
+
+use assert_cmd::cargo::cargo_bin;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// Users per atomic step: the big files take several steps, so kills land mid-file.
+const STEP_USERS: &str = "500";
+/// Users in each of the two big files of a round.
+const BIG_FILE_USERS: usize = 3000;
+/// Emails shared by the small files, so that files overlap.
+const POOL: u64 = 40;
+/// Longest time the daemon runs before it is killed.
+const MAX_SLEEP_MS: u64 = 400;
+
+// ---------------------------------------------------------------------------------
+// Randomness
+
+/// xorshift64: enough for test data, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        // xorshift stays at 0 forever; any other state is fine.
+        Rng((seed ^ 0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+fn seed() -> u64 {
+    let default = 0x5EED_0C0F_FEE0_2024;
+    match std::env::var("USERDROP_CRASH_SEED") {
+        Ok(text) => {
+            let text = text.trim();
+            let parsed = match text.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => text.parse(),
+            };
+            parsed.unwrap_or_else(|_| panic!("USERDROP_CRASH_SEED={text:?} is not a u64"))
+        }
+        Err(_) => default,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Request files
+
+const TITLES: &[&str] = &[
+    "Ivanov Ivan",
+    "Olena Petrenko",
+    "  Taras Shevchenko  ",
+    "Maria Kovalenko",
+    "John Smith",
+];
+const CITIES: &[&str] = &["Kyiv", "Lviv", "  Odesa ", "Kharkiv", "   ", "Dnipro"];
+const COUNTRIES: &[&str] = &["Ukraine", "Poland", "Germany"];
+const PHONES: &[&str] = &[
+    "+380631234567",
+    "+380 63 123-45-67",
+    "+1 (555) 010.9999",
+    "+44 20 7946 0958",
+];
+const CURRENCIES: &[&str] = &["uah", "USD", "eur"];
+const DATES: &[&str] = &["2019-01-01", "2024-02-29", "2030-12-31"];
+
+/// An email of the shared pool, spelt with random case and padding.
+fn pool_email(rng: &mut Rng, index: u64) -> String {
+    let local = if rng.chance(30) {
+        format!("User{index}")
+    } else {
+        format!("user{index}")
+    };
+    let domain = if rng.chance(20) {
+        "Example.COM"
+    } else {
+        "example.com"
+    };
+    let pad = if rng.chance(15) { "  " } else { "" };
+    format!("{pad}{local}@{domain}{pad}")
+}
+
+/// Absent (about half the time), a value, or sometimes `null`.
+fn maybe(
+    rng: &mut Rng,
+    user: &mut Map<String, Value>,
+    key: &str,
+    value: impl FnOnce(&mut Rng) -> Value,
+) {
+    match rng.below(10) {
+        0..=4 => {}
+        5 => {
+            user.insert(key.into(), Value::Null);
+        }
+        _ => {
+            let value = value(rng);
+            user.insert(key.into(), value);
+        }
+    }
+}
+
+fn balance(rng: &mut Rng) -> Value {
+    let cents = rng.below(2_000_000) as i64 - 500_000;
+    if rng.chance(50) {
+        json!(cents / 100)
+    } else {
+        json!(cents as f64 / 100.0)
+    }
+}
+
+fn card(rng: &mut Rng) -> Value {
+    let mut card = Map::new();
+    while card.is_empty() {
+        maybe(rng, &mut card, "discount", |r| json!(r.below(101)));
+        maybe(rng, &mut card, "active", |r| json!(r.chance(50)));
+        maybe(rng, &mut card, "date_limit", |r| json!(r.pick(DATES)));
+        maybe(rng, &mut card, "status", |r| json!(1 + r.below(3)));
+    }
+    Value::Object(card)
+}
+
+/// A valid user with a random selection of optional fields.
+fn valid_user(rng: &mut Rng, email: String, title: String) -> Value {
+    let mut user = Map::new();
+    user.insert("title".into(), json!(title));
+    user.insert("email".into(), json!(email));
+    maybe(rng, &mut user, "city", |r| json!(r.pick(CITIES)));
+    maybe(rng, &mut user, "country", |r| json!(r.pick(COUNTRIES)));
+    maybe(rng, &mut user, "phone", |r| json!(r.pick(PHONES)));
+    maybe(rng, &mut user, "balance", balance);
+    maybe(rng, &mut user, "balance_currency", |r| {
+        json!(r.pick(CURRENCIES))
+    });
+    maybe(rng, &mut user, "newsletter_subscription", |r| {
+        json!(r.chance(50))
+    });
+    maybe(rng, &mut user, "customer_group_id", |r| {
+        json!(1 + r.below(9))
+    });
+    if rng.chance(30) {
+        let value = if rng.chance(15) {
+            Value::Null
+        } else {
+            card(rng)
+        };
+        user.insert("discount_card".into(), value);
+    }
+    Value::Object(user)
+}
+
+/// A user that must be rejected (code 1 or 2), in one of several ways.
+fn invalid_user(rng: &mut Rng, email: String) -> Value {
+    let mut user = match valid_user(rng, email, "Broken User".into()) {
+        Value::Object(map) => map,
+        _ => unreachable!(),
+    };
+    match rng.below(7) {
+        0 => {
+            user.remove("title");
+        }
+        1 => {
+            user.insert("email".into(), json!("user@nodot"));
+        }
+        2 => {
+            user.insert("balance".into(), json!("3"));
+        }
+        3 => {
+            user.insert("nickname".into(), json!("nick"));
+        }
+        4 => {
+            user.insert("title".into(), Value::Null);
+        }
+        5 => {
+            user.insert("phone".into(), json!("12"));
+        }
+        _ => {
+            user.insert("discount_card".into(), json!({"discount": 150}));
+        }
+    }
+    Value::Object(user)
+}
+
+fn small_file(rng: &mut Rng, tag: &str) -> Value {
+    let count = 15 + rng.below(26);
+    let users: Vec<Value> = (0..count)
+        .map(|_| {
+            let index = rng.below(POOL);
+            let email = pool_email(rng, index);
+            if rng.chance(10) {
+                invalid_user(rng, email)
+            } else {
+                let title = format!("{} {tag}", rng.pick(TITLES).trim());
+                let title = if rng.chance(50) {
+                    title
+                } else {
+                    rng.pick(TITLES).to_string()
+                };
+                valid_user(rng, email, title)
+            }
+        })
+        .collect();
+    json!({"token": "ignored", "users": users})
+}
+
+fn big_file(rng: &mut Rng, first: usize, tag: &str) -> Value {
+    let users: Vec<Value> = (first..first + BIG_FILE_USERS)
+        .map(|k| {
+            if k % 97 == 0 {
+                invalid_user(rng, format!("bulk{k}@example.com"))
+            } else if k % 50 == 0 {
+                let index = rng.below(POOL);
+                let email = pool_email(rng, index);
+                valid_user(rng, email, format!("Pool {tag}"))
+            } else {
+                valid_user(
+                    rng,
+                    format!("Bulk{k}@example.com"),
+                    format!("Bulk {k} {tag}"),
+                )
+            }
+        })
+        .collect();
+    json!({"users": users})
+}
+
+/// One round of 12 request files, named `PREFIXf000.json`…: small files with
+/// overlapping emails, two big files, an exact copy of the file before it (so some
+/// users are already up to date) and one file rejected whole.
+fn round(rng: &mut Rng, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..12 {
+        let name = format!("{prefix}f{i:03}.json");
+        let tag = format!("{prefix}{i}");
+        let body = match i {
+            3 => serde_json::to_vec(&big_file(rng, 0, &tag)).unwrap(),
+            8 => serde_json::to_vec_pretty(&big_file(rng, BIG_FILE_USERS / 2, &tag)).unwrap(),
+            6 => files[5].1.clone(),
+            10 => br#"{"users": "not an array"}"#.to_vec(),
+            _ => serde_json::to_vec_pretty(&small_file(rng, &tag)).unwrap(),
+        };
+        files.push((name, body));
+    }
+    files
+}
+
+// ---------------------------------------------------------------------------------
+// The binary
+
+fn userdrop() -> Command {
+    let mut cmd = Command::new(cargo_bin("userdrop"));
+    cmd.env_remove("USERDROP_TOKENS")
+        .env_remove("USERDROP_FAULT")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// A working folder with an inbox `watch/` and a store `data/`.
+struct Site {
+    dir: PathBuf,
+}
+
+impl Site {
+    fn new(root: &Path, name: &str) -> Site {
+        let dir = root.join(name);
+        fs::create_dir_all(dir.join("watch")).unwrap();
+        Site { dir }
+    }
+
+    fn inbox(&self) -> PathBuf {
+        self.dir.join("watch")
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn command(&self, sub: &str) -> Command {
+        let mut cmd = userdrop();
+        cmd.current_dir(&self.dir)
+            .arg(sub)
+            .arg("--db")
+            .arg(self.db());
+        cmd
+    }
+
+    fn daemon(&self, stderr: &Path) -> Child {
+        self.command("run")
+            .arg("--watch")
+            .arg(self.inbox())
+            // The file rejected whole (wrong shape) waits for the settle time; keep it
+            // well below the time between kills so the daemon answers it too.
+            .args(["--step-users", STEP_USERS, "--settle", "100"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(stderr).unwrap())
+            .spawn()
+            .expect("start the daemon")
+    }
+
+    fn once(&self) -> Output {
+        self.command("run")
+            .arg("--watch")
+            .arg(self.inbox())
+            .args(["--step-users", STEP_USERS, "--once"])
+            .output()
+            .expect("run --once")
+    }
+
+    fn export(&self, format: &str) -> Vec<u8> {
+        let out = self
+            .command("export")
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "export --format {format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn add(&self, files: &[(String, Vec<u8>)]) {
+        for (name, body) in files {
+            // Written under an ignored name and renamed: the daemon is down anyway,
+            // but a half-written file must never be what it finds.
+            let hidden = self.inbox().join(format!(".{name}.upload"));
+            fs::write(&hidden, body).unwrap();
+            fs::rename(&hidden, self.inbox().join(name)).unwrap();
+        }
+    }
+
+    fn response_path(&self, request: &str) -> PathBuf {
+        let stem = request.strip_suffix(".json").unwrap();
+        self.inbox().join(format!("{stem}.response.json"))
+    }
+
+    fn all_answered(&self, requests: &[String]) -> bool {
+        requests.iter().all(|r| self.response_path(r).exists())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The model: replay the requests in name order, applying exactly the users whose
+// log entry is a single code 0.
+
+#[derive(Default)]
+struct Model {
+    users: BTreeMap<String, Map<String, Value>>,
+    /// The request that last changed each user ("added" or "updated", not "already
+    /// up to date").
+    source: BTreeMap<String, String>,
+    added: usize,
+    updated: usize,
+    unchanged: usize,
+    rejected: usize,
+    error_files: usize,
+}
+
+fn normalise(key: &str, value: &str) -> String {
+    let value = value.trim();
+    match key {
+        "email" => value.to_lowercase(),
+        "phone" => value
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+            .collect(),
+        "balance_currency" => value.to_uppercase(),
+        _ => value.to_owned(),
+    }
+}
+
+/// SPEC §2's merge of one field into `into`: absent keeps, null clears, strings are
+/// trimmed and count as absent when empty, `discount_card` merges field by field.
+fn merge_field(into: &mut Map<String, Value>, key: &str, value: &Value) {
+    match value {
+        Value::Null => {
+            into.remove(key);
+        }
+        Value::String(s) => {
+            let s = normalise(key, s);
+            if !s.is_empty() {
+                into.insert(key.to_owned(), Value::String(s));
+            }
+        }
+        Value::Object(fields) if key == "discount_card" => {
+            let mut card = match into.remove(key) {
+                Some(Value::Object(card)) => card,
+                _ => Map::new(),
+            };
+            for (k, v) in fields {
+                merge_field(&mut card, k, v);
+            }
+            if !card.is_empty() {
+                into.insert(key.to_owned(), Value::Object(card));
+            }
+        }
+        other => {
+            into.insert(key.to_owned(), other.clone());
+        }
+    }
+}
+
+impl Model {
+    fn apply(&mut self, name: &str, request: &Value, response: &Value) {
+        if response["status"] == "ERROR" {
+            self.error_files += 1;
+            return;
+        }
+        let users = request["users"].as_array().unwrap();
+        let log = response["response"]["log"].as_array().unwrap();
+        assert_eq!(log.len(), users.len(), "{name}: one log entry per user");
+        for (user, entry) in users.iter().zip(log) {
+            let info = entry["info"].as_array().unwrap();
+            if !(info.len() == 1 && info[0]["code"] == 0) {
+                self.rejected += 1;
+                continue;
+            }
+            let message = info[0]["message"].as_str().unwrap();
+            let email = normalise("email", user["email"].as_str().unwrap());
+            let stored = self.users.entry(email.clone()).or_default();
+            for (key, value) in user.as_object().unwrap() {
+                merge_field(stored, key, value);
+            }
+            if message.ends_with("nothing changed") {
+                self.unchanged += 1;
+            } else {
+                if message.ends_with("added successfully") {
+                    self.added += 1;
+                } else {
+                    self.updated += 1;
+                }
+                self.source.insert(email, name.to_owned());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The kill loop and the checks
+
+#[derive(Default)]
+struct Figures {
+    kills: usize,
+    /// Kills that found at least one request still without its response.
+    kills_with_work: usize,
+    /// Starts that exited on their own before the kill.
+    early_exits: usize,
+    /// Starts that exited non-zero with an error mentioning the store.
+    reopen_failures: Vec<String>,
+    panics: Vec<String>,
+    rounds: usize,
+    /// Starts that resumed a file cut short mid-way (from the daemon's log).
+    resumed: usize,
+    /// Starts that wrote responses a killed run held back (from the daemon's log).
+    replayed: usize,
+    /// The loop stopped at this start because the store kept failing to open.
+    stopped_at: Option<usize>,
+}
+
+struct Outcome {
+    files: usize,
+    missing_responses: Vec<String>,
+    bad_responses: Vec<String>,
+    stray_files: Vec<String>,
+    /// Responses that differ from the clean run's: a file applied twice or in part.
+    differing_responses: Vec<String>,
+    /// Model users absent from the store or with other data (lost updates).
+    lost: Vec<String>,
+    /// Store users the model does not have (applied though never answered code 0).
+    extra: Vec<String>,
+    wrong_source: Vec<String>,
+    model: Model,
+}
+
+impl Outcome {
+    fn problems(&self) -> usize {
+        self.missing_responses.len()
+            + self.bad_responses.len()
+            + self.stray_files.len()
+            + self.differing_responses.len()
+            + self.lost.len()
+            + self.extra.len()
+            + self.wrong_source.len()
+    }
+
+    fn report(&self, seed: u64) -> String {
+        let mut text = format!("seed {seed}: {} problem(s)\n", self.problems());
+        let sections: [(&str, &Vec<String>); 7] = [
+            ("requests without a response", &self.missing_responses),
+            ("responses that do not parse", &self.bad_responses),
+            ("stray files in the inbox", &self.stray_files),
+            (
+                "responses that differ from a clean run",
+                &self.differing_responses,
+            ),
+            ("users lost or with wrong data", &self.lost),
+            ("users in the store the model lacks", &self.extra),
+            ("users with a wrong source_file", &self.wrong_source),
+        ];
+        for (what, items) in sections {
+            if !items.is_empty() {
+                text.push_str(&format!("{what} ({}):\n", items.len()));
+                for item in items.iter().take(20) {
+                    text.push_str(&format!("  {item}\n"));
+                }
+            }
+        }
+        text
+    }
+}
+
+fn kill_loop(site: &Site, rng: &mut Rng, kills: usize, refill: bool) -> (Vec<String>, Figures) {
+    let mut requests: Vec<String> = Vec::new();
+    let mut figures = Figures::default();
+    let log = site.dir.join("daemon.stderr");
+    let started = Instant::now();
+    let mut consecutive_failures = 0;
+    for kill in 0..kills {
+        if consecutive_failures >= 10 {
+            // The store no longer opens: more starts would only repeat that.
+            figures.stopped_at = Some(kill);
+            break;
+        }
+        if requests.is_empty() || (refill && site.all_answered(&requests)) {
+            let files = round(rng, &format!("r{:04}-", figures.rounds));
+            figures.rounds += 1;
+            site.add(&files);
+            requests.extend(files.into_iter().map(|(name, _)| name));
+        }
+        let mut child = site.daemon(&log);
+        std::thread::sleep(Duration::from_millis(rng.below(MAX_SLEEP_MS + 1)));
+        match child.try_wait().unwrap() {
+            None => {
+                // SIGKILL, as `kill -9` would.
+                child.kill().unwrap();
+                child.wait().unwrap();
+                figures.kills += 1;
+                consecutive_failures = 0;
+                if !site.all_answered(&requests) {
+                    figures.kills_with_work += 1;
+                }
+            }
+            Some(status) => {
+                figures.early_exits += 1;
+                let err = fs::read_to_string(&log).unwrap_or_default();
+                if !status.success() && (err.contains("store") || err.contains("data")) {
+                    figures.reopen_failures.push(format!(
+                        "start {kill} (after {} kills): {status}: {}",
+                        figures.kills,
+                        err.trim()
+                    ));
+                    consecutive_failures += 1;
+                } else {
+                    consecutive_failures = 0;
+                }
+            }
+        }
+        let err = fs::read_to_string(&log).unwrap_or_default();
+        if err.contains("resuming an interrupted file") {
+            figures.resumed += 1;
+        }
+        if err.contains("held back") {
+            figures.replayed += 1;
+        }
+        if err.contains("panicked") {
+            figures.panics.push(format!("start {kill}: {}", err.trim()));
+        }
+        if kills >= 100 && (kill + 1) % 100 == 0 {
+            println!(
+                "  {} starts, {} rounds, {:.0?}",
+                kill + 1,
+                figures.rounds,
+                started.elapsed()
+            );
+        }
+    }
+    (requests, figures)
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Every file under `dir` that is neither one of `requests` nor its response.
+fn strays(site: &Site, requests: &[String]) -> Vec<String> {
+    let mut expected: std::collections::HashSet<PathBuf> =
+        requests.iter().map(|r| site.inbox().join(r)).collect();
+    expected.extend(requests.iter().map(|r| site.response_path(r)));
+    let mut found = Vec::new();
+    let mut folders = vec![site.inbox()];
+    while let Some(folder) = folders.pop() {
+        for entry in fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if !expected.contains(&path) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// First difference between two responses, for the report.
+fn first_difference(clean: &Value, crashed: &Value) -> String {
+    if clean["status"] != crashed["status"] {
+        return format!(
+            "status: clean {} vs crashed {}",
+            clean["status"], crashed["status"]
+        );
+    }
+    let empty = Vec::new();
+    let a = clean["response"]["log"].as_array().unwrap_or(&empty);
+    let b = crashed["response"]["log"].as_array().unwrap_or(&empty);
+    if a.len() != b.len() {
+        return format!("log length: clean {} vs crashed {}", a.len(), b.len());
+    }
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if x != y {
+            return format!("log[{i}]: clean {x} vs crashed {y}");
+        }
+    }
+    format!("clean {clean} vs crashed {crashed}")
+}
+
+fn check(root: &Path, site: &Site, requests: &[String]) -> Outcome {
+    let mut outcome = Outcome {
+        files: requests.len(),
+        missing_responses: Vec::new(),
+        bad_responses: Vec::new(),
+        stray_files: strays(site, requests),
+        differing_responses: Vec::new(),
+        lost: Vec::new(),
+        extra: Vec::new(),
+        wrong_source: Vec::new(),
+        model: Model::default(),
+    };
+
+    // A clean run of the same files in a fresh inbox and store.
+    let clean = Site::new(root, "clean");
+    for name in requests {
+        fs::copy(site.inbox().join(name), clean.inbox().join(name)).unwrap();
+    }
+    let out = clean.once();
+    assert!(
+        matches!(out.status.code(), Some(0 | 3)),
+        "clean run --once: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for name in requests {
+        let response = site.response_path(name);
+        if !response.exists() {
+            outcome.missing_responses.push(name.clone());
+            continue;
+        }
+        let crashed = match read_json(&response) {
+            Ok(v) => v,
+            Err(e) => {
+                outcome.bad_responses.push(e);
+                continue;
+            }
+        };
+        let expected = read_json(&clean.response_path(name)).expect("the clean run's response");
+        if crashed != expected {
+            outcome
+                .differing_responses
+                .push(format!("{name}: {}", first_difference(&expected, &crashed)));
+        }
+        let request = read_json(&site.inbox().join(name)).unwrap_or(Value::Null);
+        outcome.model.apply(name, &request, &crashed);
+    }
+
+    let export: Value = serde_json::from_slice(&site.export("json")).expect("export json");
+    let mut stored: BTreeMap<String, Value> = BTreeMap::new();
+    for user in export["users"].as_array().expect("export has users") {
+        stored.insert(user["email"].as_str().unwrap().to_owned(), user.clone());
+    }
+    for (email, data) in &outcome.model.users {
+        match stored.get(email) {
+            None => outcome
+                .lost
+                .push(format!("{email}: missing from the store")),
+            Some(actual) => {
+                let actual = actual.as_object().unwrap();
+                let keys: std::collections::BTreeSet<&String> =
+                    data.keys().chain(actual.keys()).collect();
+                for key in keys {
+                    if data.get(key) != actual.get(key) {
+                        outcome.lost.push(format!(
+                            "{email}.{key}: expected {:?}, store has {:?}",
+                            data.get(key),
+                            actual.get(key)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for email in stored.keys() {
+        if !outcome.model.users.contains_key(email) {
+            outcome.extra.push(email.clone());
+        }
+    }
+
+    let ndjson = site.export("ndjson");
+    for line in ndjson.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let record: Value = serde_json::from_slice(line).expect("ndjson line");
+        let email = record["email"].as_str().unwrap();
+        let expected = outcome.model.source.get(email).map(String::as_str);
+        if record["source_file"].as_str() != expected {
+            outcome.wrong_source.push(format!(
+                "{email}: expected {expected:?}, store has {}",
+                record["source_file"]
+            ));
+        }
+    }
+    outcome
+}
+
+/// The whole scenario: start and kill the daemon `starts` times, finish with
+/// `run --once`, check. `Err` when that last run fails (the store did not reopen).
+/// When anything is wrong the working folder is kept and its path printed.
+fn scenario(starts: usize, refill: bool) -> (u64, Figures, Result<Outcome, String>) {
+    let seed = seed();
+    println!("crash seed = {seed} (replay with USERDROP_CRASH_SEED={seed})");
+    let mut rng = Rng::new(seed);
+    let root = TempDir::new().unwrap();
+    let site = Site::new(root.path(), "site");
+    let (requests, figures) = kill_loop(&site, &mut rng, starts, refill);
+
+    let out = site.once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let result = if err.contains("panicked") || !matches!(out.status.code(), Some(0 | 3)) {
+        Err(format!(
+            "seed {seed}: run --once after the kills exited {:?}:\n{err}",
+            out.status
+        ))
+    } else {
+        Ok(check(root.path(), &site, &requests))
+    };
+    let bad = result.as_ref().map_or(true, |o| o.problems() > 0)
+        || !figures.reopen_failures.is_empty()
+        || !figures.panics.is_empty();
+    if bad {
+        println!("kept for inspection: {}", root.keep().display());
+    }
+    (seed, figures, result)
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_and_doubles_nothing() {
+    let started = Instant::now();
+    let (seed, figures, outcome) = scenario(8, true);
+    let outcome = outcome.unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "kills {}, with work pending {}, resumed mid-file {}, responses replayed {}, files {}, took {:.1?}",
+        figures.kills,
+        figures.kills_with_work,
+        figures.resumed,
+        figures.replayed,
+        outcome.files,
+        started.elapsed()
+    );
+    assert!(
+        figures.reopen_failures.is_empty(),
+        "seed {seed}: the store failed to reopen after a kill:\n{}",
+        figures.reopen_failures.join("\n")
+    );
+    assert!(
+        figures.panics.is_empty(),
+        "seed {seed}: the daemon panicked:\n{}",
+        figures.panics.join("\n")
+    );
+    assert_eq!(outcome.problems(), 0, "{}", outcome.report(seed));
+    // The data exercise every path: adds, updates, unchanged users, rejections.
+    let m = &outcome.model;
+    assert!(
+        m.added > 0 && m.updated > 0 && m.unchanged > 0 && m.rejected > 0,
+        "seed {seed}: added {} updated {} unchanged {} rejected {}",
+        m.added,
+        m.updated,
+        m.unchanged,
+        m.rejected
+    );
+    assert_eq!(m.error_files, figures.rounds, "one ERROR file per round");
+}
+
+#[test]
+#[ignore = "long: USERDROP_SOAK_KILLS kills (1000 by default); run with --release"]
+fn soak() {
+    let kills: usize = std::env::var("USERDROP_SOAK_KILLS")
+        .ok()
+        .map(|k| k.trim().parse().expect("USERDROP_SOAK_KILLS is a number"))
+        .unwrap_or(1000);
+    let started = Instant::now();
+    let (seed, figures, result) = scenario(kills, true);
+    println!("soak, seed {seed}, {:.1?}", started.elapsed());
+    println!(
+        "  store failed to reopen: {} time(s){}; panics: {}",
+        figures.reopen_failures.len(),
+        match figures.stopped_at {
+            Some(start) => format!(" (gave up at start {start})"),
+            None => String::new(),
+        },
+        figures.panics.len()
+    );
+    for failure in figures.reopen_failures.iter().take(3) {
+        println!("    {failure}");
+    }
+    for panic in figures.panics.iter().take(3) {
+        println!("    {panic}");
+    }
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            println!(
+                "  kills: {}, early exits: {}, rounds: {}; the final run --once failed",
+                figures.kills, figures.early_exits, figures.rounds
+            );
+            panic!("{e}");
+        }
+    };
+    println!(
+        "  kills: {} ({} with a request still unanswered), early exits: {}",
+        figures.kills, figures.kills_with_work, figures.early_exits
+    );
+    println!(
+        "  restarts that resumed a file mid-way: {}, that replayed held-back responses: {}",
+        figures.resumed, figures.replayed
+    );
+    println!(
+        "  files: {} in {} rounds; users added {}, updated {}, unchanged {}, rejected {}",
+        outcome.files,
+        figures.rounds,
+        outcome.model.added,
+        outcome.model.updated,
+        outcome.model.unchanged,
+        outcome.model.rejected
+    );
+    println!(
+        "  lost: {} missing responses, {} users lost or wrong",
+        outcome.missing_responses.len(),
+        outcome.lost.len()
+    );
+    println!(
+        "  doubled: {} responses differing from a clean run, {} extra users, {} wrong source_file",
+        outcome.differing_responses.len(),
+        outcome.extra.len(),
+        outcome.wrong_source.len()
+    );
+    println!(
+        "  stray files: {}, unparsable responses: {}",
+        outcome.stray_files.len(),
+        outcome.bad_responses.len()
+    );
+    assert!(figures.reopen_failures.is_empty() && figures.panics.is_empty());
+    assert_eq!(outcome.problems(), 0, "{}", outcome.report(seed));
+}
