@@ -57,8 +57,13 @@ impl Readiness {
         {
             return now.duration_since(*since) >= settle;
         }
-        let parses = fs::read(path)
-            .is_ok_and(|bytes| request::text(&bytes).and_then(request::envelope).is_ok());
+        // Complete JSON is ready even when its shape is wrong: that ERROR needs no wait.
+        let parses = fs::read(path).is_ok_and(|bytes| {
+            matches!(
+                request::text(&bytes).and_then(request::envelope),
+                Ok(_) | Err(crate::messages::Message::BadShape { .. })
+            )
+        });
         if parses {
             self.unsettled.remove(path);
             return true;
