@@ -2,18 +2,14 @@
 //! `userdrop` binary on request files in a temporary folder and reads back the
 //! response files, `get`, `export` and `stats`.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{Env, userdrop};
 use serde_json::{Value, json};
 use std::fs;
 use std::path::{Path, PathBuf};
-use tempfile::TempDir;
 
 const EMAIL: &str = "ivan@mail.net";
-
-/// A temporary folder: the store in `data/`, request files in `in/`.
-struct Env {
-    dir: TempDir,
-}
 
 /// What one `import` of one file gave.
 struct Outcome {
@@ -56,25 +52,7 @@ impl Outcome {
     }
 }
 
-fn userdrop() -> Command {
-    let mut cmd = Command::cargo_bin("userdrop").expect("the userdrop binary");
-    cmd.env_remove("USERDROP_TOKENS")
-        .env_remove("USERDROP_FAULT")
-        .env_remove("RUST_LOG");
-    cmd
-}
-
 impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        fs::create_dir(dir.path().join("in")).expect("the request folder");
-        Env { dir }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
     fn write(&self, name: &str, request: &Value) -> PathBuf {
         let path = self.dir.path().join("in").join(name);
         fs::write(&path, serde_json::to_vec_pretty(request).unwrap()).unwrap();

@@ -2,42 +2,16 @@
 //! abort at a chosen point, and a second run must finish the interrupted work without
 //! applying anything twice. Also: `check` never changes the store.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{Env, userdrop};
 use serde_json::{Value, json};
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use tempfile::TempDir;
-
-fn userdrop() -> Command {
-    let mut cmd = Command::cargo_bin("userdrop").expect("the userdrop binary");
-    cmd.env_remove("USERDROP_TOKENS")
-        .env_remove("USERDROP_FAULT")
-        .env_remove("RUST_LOG");
-    cmd
-}
-
-/// A temporary folder: the store in `data/`, request files in `in/`.
-struct Env {
-    dir: TempDir,
-}
 
 impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        fs::create_dir(dir.path().join("in")).expect("the request folder");
-        Env { dir }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn inbox(&self) -> PathBuf {
-        self.dir.path().join("in")
-    }
-
     fn write(&self, name: &str, request: &Value) -> PathBuf {
         let path = self.inbox().join(name);
         fs::write(&path, serde_json::to_vec_pretty(request).unwrap()).unwrap();

@@ -3,40 +3,18 @@
 //! store (a property test over random valid users, running the real binary); and the
 //! request reader and validator never panic on arbitrary input (in-process).
 
-use assert_cmd::Command;
+mod common;
+
+use common::{Env, userdrop};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use std::fs;
 use std::path::{Path, PathBuf};
-use tempfile::TempDir;
 use userdrop::messages::Lang;
 use userdrop::request;
 use userdrop::validate::{Validator, Verdict};
 
-fn userdrop() -> Command {
-    let mut cmd = Command::cargo_bin("userdrop").expect("the userdrop binary");
-    cmd.env_remove("USERDROP_TOKENS")
-        .env_remove("USERDROP_FAULT")
-        .env_remove("RUST_LOG");
-    cmd
-}
-
-/// A temporary folder: the store in `data/`, request files in `in/`.
-struct Env {
-    dir: TempDir,
-}
-
 impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        fs::create_dir(dir.path().join("in")).expect("the request folder");
-        Env { dir }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
     fn write_text(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join("in").join(name);
         fs::write(&path, text).unwrap();
