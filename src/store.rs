@@ -179,24 +179,65 @@ fn decode_user(k: &[u8], bytes: &[u8]) -> Result<StoredUser> {
     Ok(StoredUser { data, meta })
 }
 
+fn open_sled(dir: &Path, options: &StoreOptions) -> Result<sled::Db> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(options.cache_bytes)
+        .open()
+        .map_err(|e| match &e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked(dir.to_path_buf())
+            }
+            _ => StoreError::Open {
+                path: dir.to_path_buf(),
+                source: e,
+            },
+        })
+}
+
+/// Removes sled's unfinished snapshot files (see [`Store::open`]); returns how many.
+fn remove_unfinished_snapshots(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.as_bytes();
+        if name.starts_with(b"snap.") && name.ends_with(b".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::warn!(file = %entry.path().display(), "removed an unfinished sled snapshot left by an interrupted run");
+                    removed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished sled snapshot")
+                }
+            }
+        }
+    }
+    removed
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`. Fails at once with
     /// [`StoreError::Locked`] when another process holds it.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_bytes)
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked(dir.to_path_buf())
-                }
-                _ => StoreError::Open {
-                    path: dir.to_path_buf(),
-                    source: e,
-                },
-            })?;
-        Ok(Store { db })
+        match open_sled(dir, options) {
+            // sled 0.34 writes a snapshot as `snap.N.generating`, then renames it to
+            // `snap.N`; but on open it reads the highest `snap.*` name, which sorts the
+            // unfinished `.generating` file first. A process killed mid-snapshot (SIGKILL,
+            // OOM, power) so leaves a store sled refuses to open ("empty/corrupt snapshot
+            // file found"). The unfinished file was never committed (the previous
+            // snapshot and the log are intact, since old snapshots are removed only after
+            // the rename), so removing it is safe; we only get here holding the lock.
+            Err(StoreError::Open {
+                source: sled::Error::Corruption { .. },
+                ..
+            }) if remove_unfinished_snapshots(dir) > 0 => open_sled(dir, options),
+            other => other,
+        }
+        .map(|db| Store { db })
     }
 
     pub fn user(&self, email: &Email) -> Result<Option<StoredUser>> {
