@@ -5,6 +5,12 @@ use tracing_subscriber::EnvFilter;
 use userdrop::cli::{self, Cli, Command, LogFormat};
 use userdrop::control::Query;
 
+// sled allocates and frees many small, short-lived buffers per insert; under glibc's
+// malloc a 1M-user import spent over a third of its time in the allocator and its
+// resident memory kept growing from fragmentation (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     let common = args.common();
