@@ -1,24 +1,17 @@
 //! Writes a users/import request of N valid users to stdout, for benchmarks:
 //! `cargo run --release --example gen -- --users 1000000 > big.json`
+//!
+//! `benches/targets.rs` includes this file for the same generator, so the bench and
+//! a hand-made file are the same input.
 
 use std::io::{self, BufWriter, Write};
 
-fn main() -> io::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut users: u64 = 1000;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--users" => users = args.next().and_then(|n| n.parse().ok()).unwrap_or(users),
-            other => {
-                eprintln!("usage: gen [--users N]  (unknown argument {other})");
-                std::process::exit(2);
-            }
-        }
-    }
-    let mut out = BufWriter::new(io::stdout().lock());
+/// Writes a request of `users` valid users numbered from `first` (emails
+/// `user{n}@example.com`), one user per line.
+pub fn write_request(out: &mut impl Write, first: u64, users: u64) -> io::Result<()> {
     out.write_all(b"{\"token\":\"bench\",\"users\":[\n")?;
-    for i in 0..users {
-        if i > 0 {
+    for i in first..first + users {
+        if i > first {
             out.write_all(b",\n")?;
         }
         write!(
@@ -32,6 +25,23 @@ fn main() -> io::Result<()> {
             i % 2 == 0
         )?;
     }
-    out.write_all(b"\n]}\n")?;
+    out.write_all(b"\n]}\n")
+}
+
+#[allow(dead_code)] // the bench includes this file for `write_request` only
+fn main() -> io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut users: u64 = 1000;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--users" => users = args.next().and_then(|n| n.parse().ok()).unwrap_or(users),
+            other => {
+                eprintln!("usage: gen [--users N]  (unknown argument {other})");
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut out = BufWriter::new(io::stdout().lock());
+    write_request(&mut out, 0, users)?;
     out.flush()
 }

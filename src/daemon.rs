@@ -107,6 +107,8 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
     let mut unreadable = std::collections::HashSet::new();
     let mut all_ok = true;
     let mut scan = true;
+    let mut first_pass = true;
+    let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if !scan {
             // Short waits keep a stop signal answered quickly; files waiting to
@@ -159,6 +161,13 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         }
         if options.once {
             break;
+        }
+        if first_pass {
+            first_pass = false;
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "initial scan done; watching the inbox"
+            );
         }
     }
     store.flush().map_err(|e| e.to_string())?;

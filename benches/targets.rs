@@ -1,0 +1,537 @@
+//! The performance targets of docs/BENCHMARKS.md, each with its floor measured in the
+//! same run, on the real release binary and real folders:
+//!
+//! ```text
+//! cargo bench --bench targets -- big      [--users 1000000] [--runs 3]
+//! cargo bench --bench targets -- small    [--files 10000] [--per-file 5] [--runs 3]
+//! cargo bench --bench targets -- latency  [--files 500]
+//! cargo bench --bench targets -- startup  [--pairs 100000] [--runs 3]
+//! cargo bench --bench targets -- growth   [--users 1000000]
+//! cargo bench --bench targets -- all      (every target with its defaults)
+//! ```
+//!
+//! `--dir DIR` puts the work folders there (default: the system's temp folder). Timing
+//! lives here, never in `cargo test`.
+
+#[path = "../examples/gen.rs"]
+mod generator;
+
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+// The same allocator as the product, so that the floor is not handicapped.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_userdrop");
+
+struct Opts {
+    target: String,
+    users: u64,
+    runs: usize,
+    files: u64,
+    per_file: u64,
+    pairs: u64,
+    dir: PathBuf,
+}
+
+fn main() {
+    let mut opts = Opts {
+        target: "all".into(),
+        users: 1_000_000,
+        runs: 3,
+        files: 0,
+        per_file: 5,
+        pairs: 100_000,
+        dir: std::env::temp_dir(),
+    };
+    let mut args = std::env::args().skip(1);
+    let number = |v: Option<String>, name: &str| -> u64 {
+        v.and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name} needs a number"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            // `cargo bench` passes this to every bench binary.
+            "--bench" => {}
+            "--users" => opts.users = number(args.next(), "--users"),
+            "--runs" => opts.runs = number(args.next(), "--runs").max(1) as usize,
+            "--files" => opts.files = number(args.next(), "--files"),
+            "--per-file" => opts.per_file = number(args.next(), "--per-file"),
+            "--pairs" => opts.pairs = number(args.next(), "--pairs"),
+            "--dir" => opts.dir = PathBuf::from(args.next().expect("--dir needs a folder")),
+            t if !t.starts_with('-') => opts.target = t.to_owned(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    println!(
+        "# userdrop benchmarks, {} (binary {BIN})",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    match opts.target.as_str() {
+        "big" => big(&opts),
+        "small" => small(&opts),
+        "latency" => latency(&opts),
+        "startup" => startup(&opts),
+        "growth" => growth(&opts),
+        "all" => {
+            big(&opts);
+            growth(&opts);
+            small(&opts);
+            latency(&opts);
+            startup(&opts);
+        }
+        other => panic!("unknown target {other}: big, small, latency, startup, growth or all"),
+    }
+}
+
+fn workdir(opts: &Opts) -> tempfile::TempDir {
+    tempfile::tempdir_in(&opts.dir).expect("a work folder")
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Runs the binary to completion; wall time and peak resident memory (KiB).
+fn timed(args: &[&str], cwd: &Path) -> (Duration, u64) {
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("USERDROP_TOKENS")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("userdrop starts");
+    let (status, rss) = wait_with_rss(child);
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(status.code(), Some(0 | 3)),
+        "userdrop {args:?} failed: {status:?}"
+    );
+    (elapsed, rss)
+}
+
+/// Waits for `child` and returns its own peak RSS in KiB (`wait4`, not the sum over
+/// every child this bench ever ran).
+fn wait_with_rss(child: Child) -> (ExitStatus, u64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own unreaped child; both pointers are to live locals.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4: {}", io::Error::last_os_error());
+    (ExitStatus::from_raw(status), usage.ru_maxrss as u64)
+}
+
+fn write_request_file(path: &Path, first: u64, users: u64) {
+    let mut out = BufWriter::new(fs::File::create(path).expect("create a request"));
+    generator::write_request(&mut out, first, users).expect("write a request");
+    out.flush().expect("write a request");
+}
+
+/// Bytes the folder takes on disk (allocated blocks).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+// ---- the floor of the big file: typed parse + sled inserts, nothing else ----
+
+#[derive(Deserialize, Serialize)]
+struct FloorRequest {
+    #[allow(dead_code)]
+    token: Option<String>,
+    users: Vec<FloorUser>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct FloorUser {
+    title: String,
+    email: String,
+    phone: String,
+    country: String,
+    city: String,
+    address: String,
+    discount_card: FloorCard,
+    balance: f64,
+    balance_currency: String,
+    newsletter_subscription: bool,
+}
+
+#[derive(Deserialize, Serialize)]
+struct FloorCard {
+    discount: f64,
+    active: bool,
+    date_limit: String,
+    status: u8,
+}
+
+/// Parse time and insert+flush time for the floor of `file`.
+fn floor_big(file: &Path, work: &Path) -> (f64, f64) {
+    let bytes = fs::read(file).expect("read the request");
+    let t = Instant::now();
+    let request: FloorRequest = serde_json::from_slice(&bytes).expect("parse the request");
+    let parse = t.elapsed().as_secs_f64();
+    drop(bytes);
+    let dir = work.join("floor-db");
+    let _ = fs::remove_dir_all(&dir);
+    // The product's own cache size, so both pay the same for a small cache.
+    let db = sled::Config::new()
+        .path(&dir)
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .expect("open sled");
+    let t = Instant::now();
+    for user in &request.users {
+        let value = serde_json::to_vec(user).expect("encode");
+        db.insert(user.email.as_bytes(), value).expect("insert");
+    }
+    db.flush().expect("flush");
+    let insert = t.elapsed().as_secs_f64();
+    drop(db);
+    let _ = fs::remove_dir_all(&dir);
+    (parse, insert)
+}
+
+fn big(opts: &Opts) {
+    let work = workdir(opts);
+    let file = work.path().join("big.json");
+    write_request_file(&file, 0, opts.users);
+    let size = fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let users = opts.users as f64;
+    println!(
+        "\n## big file: {} users, {:.0} MB, median of {} runs",
+        opts.users,
+        size as f64 / 1e6,
+        opts.runs
+    );
+    let (mut floors, mut parses, mut inserts) = (vec![], vec![], vec![]);
+    let (mut firsts, mut agains, mut rss_first, mut rss_again) = (vec![], vec![], vec![], vec![]);
+    for run in 0..opts.runs {
+        let (parse, insert) = floor_big(&file, work.path());
+        parses.push(parse);
+        inserts.push(insert);
+        floors.push(parse + insert);
+        let db = work.path().join(format!("db{run}"));
+        let db = db.to_str().expect("a UTF-8 temp path");
+        let (first, rss1) = timed(&["import", "--db", db, "big.json"], work.path());
+        let (again, rss2) = timed(&["import", "--db", db, "big.json"], work.path());
+        firsts.push(first.as_secs_f64());
+        agains.push(again.as_secs_f64());
+        rss_first.push(rss1 as f64);
+        rss_again.push(rss2 as f64);
+        let _ = fs::remove_dir_all(db);
+        println!(
+            "run {run}: floor {:.2} s (parse {parse:.2} + sled {insert:.2}), import {:.2} s, re-import {:.2} s",
+            parse + insert,
+            first.as_secs_f64(),
+            again.as_secs_f64()
+        );
+    }
+    let (floor, first, again) = (median(floors), median(firsts), median(agains));
+    println!("| case | time | users/s | ratio to floor | peak RSS |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| floor: typed parse from a slice ({:.2} s) + sled inserts and one flush ({:.2} s) | {floor:.2} s | {:.0} | 1.00 | |",
+        median(parses),
+        median(inserts),
+        users / floor
+    );
+    println!(
+        "| `userdrop import`, empty store | {first:.2} s | {:.0} | {:.2} | {:.0} MiB |",
+        users / first,
+        first / floor,
+        median(rss_first) / 1024.0
+    );
+    println!(
+        "| `userdrop import`, same file again | {again:.2} s | {:.0} | {:.2} | {:.0} MiB |",
+        users / again,
+        again / floor,
+        median(rss_again) / 1024.0
+    );
+}
+
+fn growth(opts: &Opts) {
+    let work = workdir(opts);
+    let file = work.path().join("big.json");
+    write_request_file(&file, 0, opts.users);
+    let db = work.path().join("db");
+    let db_arg = db.to_str().expect("a UTF-8 temp path");
+    println!("\n## store growth: {} users", opts.users);
+    println!("| after | store on disk |");
+    println!("|---|---|");
+    for label in [
+        "first import",
+        "second import (unchanged)",
+        "third import (unchanged)",
+    ] {
+        let (t, _) = timed(&["import", "--db", db_arg, "big.json"], work.path());
+        println!(
+            "| {label} ({:.1} s) | {:.0} MiB |",
+            t.as_secs_f64(),
+            mib(disk_usage(&db))
+        );
+    }
+}
+
+// ---- many small files ----
+
+fn small(opts: &Opts) {
+    let files = if opts.files == 0 { 10_000 } else { opts.files };
+    println!(
+        "\n## many small files: {files} files of {} users, `run --once`, median of {} runs",
+        opts.per_file, opts.runs
+    );
+    let (mut times, mut floors) = (vec![], vec![]);
+    for run in 0..opts.runs {
+        let work = workdir(opts);
+        let inbox = work.path().join("inbox");
+        fs::create_dir(&inbox).expect("inbox");
+        for f in 0..files {
+            write_request_file(
+                &inbox.join(format!("f{f:06}.json")),
+                f * opts.per_file,
+                opts.per_file,
+            );
+        }
+        floors.push(floor_small(&inbox, work.path()));
+        let (t, _) = timed(
+            &["run", "--once", "--watch", "inbox", "--db", "db"],
+            work.path(),
+        );
+        let answered = fs::read_dir(&inbox)
+            .expect("inbox")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".response.json"))
+            .count() as u64;
+        assert_eq!(answered, files, "every file answered");
+        times.push(t.as_secs_f64());
+        println!(
+            "run {run}: {:.2} s, {:.0} files/s",
+            t.as_secs_f64(),
+            files as f64 / t.as_secs_f64()
+        );
+    }
+    let (t, floor) = (median(times), median(floors));
+    println!("| case | time | files/s | ratio to floor |");
+    println!("|---|---|---|---|");
+    println!(
+        "| floor: read + typed parse of every file, sled inserts, one flush, one small file written per request, one syncfs | {floor:.2} s | {:.0} | 1.00 |",
+        files as f64 / floor
+    );
+    println!(
+        "| `userdrop run --once` | {t:.2} s | {:.0} | {:.2} |",
+        files as f64 / t,
+        t / floor
+    );
+}
+
+/// The least work any design must do for the small files: read and parse each, insert
+/// its users, flush once, write one answer file per request and make them durable.
+fn floor_small(inbox: &Path, work: &Path) -> f64 {
+    let out = work.join("floor-out");
+    fs::create_dir_all(&out).expect("floor folder");
+    let db = sled::Config::new()
+        .path(work.join("floor-db"))
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .expect("open sled");
+    let mut names: Vec<PathBuf> = fs::read_dir(inbox)
+        .expect("inbox")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let t = Instant::now();
+    for path in &names {
+        let bytes = fs::read(path).expect("read");
+        let request: FloorRequest = serde_json::from_slice(&bytes).expect("parse");
+        for user in &request.users {
+            let value = serde_json::to_vec(user).expect("encode");
+            db.insert(user.email.as_bytes(), value).expect("insert");
+        }
+    }
+    db.flush().expect("flush");
+    for path in &names {
+        let name = path.file_name().expect("a name");
+        fs::write(out.join(name), b"{\"status\":\"OK\"}\n").expect("write");
+    }
+    let dir = fs::File::open(&out).expect("open the folder");
+    // SAFETY: syncfs on a descriptor we own and keep open for the call.
+    unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+    t.elapsed().as_secs_f64()
+}
+
+// ---- latency of one small file in a running daemon ----
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts `run` and waits until its initial scan is done.
+    fn start(work: &Path, extra: &[&str]) -> (Daemon, Duration) {
+        let started = Instant::now();
+        let mut child = Command::new(BIN)
+            .args(["run", "--watch", "inbox", "--db", "db"])
+            .args(extra)
+            .current_dir(work)
+            .env_remove("USERDROP_TOKENS")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("userdrop starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("watching") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("the daemon stopped before watching"),
+            }
+        }
+        let ready = started.elapsed();
+        // Keep draining its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        (Daemon { child }, ready)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn latency(opts: &Opts) {
+    let files = if opts.files == 0 { 500 } else { opts.files };
+    let work = workdir(opts);
+    let inbox = work.path().join("inbox");
+    fs::create_dir(&inbox).expect("inbox");
+    let (daemon, _) = Daemon::start(work.path(), &[]);
+    let mut samples = Vec::new();
+    let mut floor = Vec::new();
+    for i in 0..files {
+        let hidden = inbox.join(format!(".l{i:04}.json"));
+        write_request_file(&hidden, 10_000_000 + i, 1);
+        let target = inbox.join(format!("l{i:04}.json"));
+        let response = inbox.join(format!("l{i:04}.response.json"));
+        let t = Instant::now();
+        fs::rename(&hidden, &target).expect("rename into the inbox");
+        while !response.exists() {
+            assert!(t.elapsed() < Duration::from_secs(10), "no response for {i}");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        floor.push(durable_write(work.path(), i) * 1000.0);
+    }
+    drop(daemon);
+    samples.sort_by(f64::total_cmp);
+    floor.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+    let (f50, f99) = (percentile(&floor, 0.5), percentile(&floor, 0.99));
+    println!("\n## latency: {files} one-user files renamed into a running daemon's inbox");
+    println!("| case | median | p99 | max | ratio (median) |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| floor: write a small file, fsync, rename, fsync the folder | {f50:.2} ms | {f99:.2} ms | {:.2} ms | 1.00 |",
+        floor.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "| rename → response present | {p50:.2} ms | {p99:.2} ms | {:.2} ms | {:.1} |",
+        samples.last().copied().unwrap_or(0.0),
+        p50 / f50
+    );
+}
+
+/// One durable small-file write, the way a response is written; seconds.
+fn durable_write(work: &Path, i: u64) -> f64 {
+    let dir = work.join("floor-latency");
+    fs::create_dir_all(&dir).expect("floor folder");
+    let t = Instant::now();
+    let tmp = dir.join(".x.tmp");
+    let mut f = fs::File::create(&tmp).expect("create");
+    f.write_all(format!("{{\"n\":{i}}}\n").as_bytes())
+        .expect("write");
+    f.sync_all().expect("fsync");
+    fs::rename(&tmp, dir.join("x.json")).expect("rename");
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync the folder");
+    t.elapsed().as_secs_f64()
+}
+
+// ---- start-up with a long history in the inbox ----
+
+fn startup(opts: &Opts) {
+    let work = workdir(opts);
+    let inbox = work.path().join("inbox");
+    fs::create_dir(&inbox).expect("inbox");
+    for i in 0..opts.pairs {
+        fs::write(inbox.join(format!("h{i:06}.json")), b"{\"users\":[]}\n").expect("write");
+        fs::write(
+            inbox.join(format!("h{i:06}.response.json")),
+            b"{\"status\":\"OK\"}\n",
+        )
+        .expect("write");
+    }
+    // The store exists, as it would on a server that processed this history.
+    timed(&["stats", "--db", "db"], work.path());
+    let (mut times, mut floors) = (vec![], vec![]);
+    for _ in 0..opts.runs {
+        let t = Instant::now();
+        let names = fs::read_dir(&inbox).expect("inbox").count();
+        floors.push(t.elapsed().as_secs_f64());
+        assert_eq!(names as u64, 2 * opts.pairs);
+        let (daemon, ready) = Daemon::start(work.path(), &[]);
+        times.push(ready.as_secs_f64());
+        drop(daemon);
+    }
+    let (t, floor) = (median(times), median(floors));
+    println!(
+        "\n## start-up: {} request/response pairs in the inbox, median of {} runs",
+        opts.pairs, opts.runs
+    );
+    println!("| case | time | ratio to floor |");
+    println!("|---|---|---|");
+    println!(
+        "| floor: list the inbox once | {:.0} ms | 1.00 |",
+        floor * 1000.0
+    );
+    println!(
+        "| process start → initial scan done, watching | {:.0} ms | {:.1} |",
+        t * 1000.0,
+        t / floor
+    );
+}
