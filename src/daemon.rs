@@ -5,9 +5,9 @@
 //! scan, which waiting files are ready and applies them.
 
 use crate::inbox;
-use crate::process::{self, Settings};
-use crate::request;
-use crate::store::Store;
+use crate::model::Status;
+use crate::process::{self, Settings, Taken};
+use crate::store::{FileRecord, Store};
 use crate::watch::Watch;
 use std::collections::HashMap;
 use std::fs;
@@ -33,47 +33,96 @@ pub struct DaemonOptions {
 }
 
 /// Whether a file is ready: it parses, or it stopped changing for the settle time.
+/// Parsing is the first pass of processing itself ([`process::take_file`] defers an
+/// incomplete file), so a ready file is read no more often than any other.
 #[derive(Default)]
 struct Readiness {
     /// For each file that did not parse yet: its size and mtime, and since when.
-    unsettled: HashMap<PathBuf, ((u64, Option<SystemTime>), Instant)>,
+    unsettled: HashMap<PathBuf, (Stamp, Instant)>,
+}
+
+type Stamp = (u64, Option<SystemTime>);
+
+/// How to take a waiting file now, if at all.
+enum Take {
+    /// Not now: unchanged since it last proved incomplete, and not settled yet.
+    Later,
+    /// Process it, leaving it for later if it turns out incomplete.
+    Deferring(Stamp),
+    /// Process it and answer whatever it holds: it has settled (or is too large).
+    Now,
 }
 
 impl Readiness {
-    fn ready(&mut self, path: &Path, settings: &Settings, settle: Duration) -> bool {
+    fn take(&self, path: &Path, settings: &Settings, settle: Duration) -> Take {
         let Ok(meta) = fs::symlink_metadata(path) else {
-            return false;
+            return Take::Later;
         };
         // Too large is judged by size alone, without reading.
         if meta.len() > settings.max_file_size {
-            self.unsettled.remove(path);
-            return true;
+            return Take::Now;
         }
         let seen = (meta.len(), meta.modified().ok());
-        let now = Instant::now();
-        // Unchanged since it last failed to parse: only the settle time can make it ready.
-        if let Some((last, since)) = self.unsettled.get(path)
-            && *last == seen
-        {
-            return now.duration_since(*since) >= settle;
+        match self.unsettled.get(path) {
+            Some((last, since)) if *last == seen => {
+                if since.elapsed() >= settle {
+                    Take::Now
+                } else {
+                    Take::Later
+                }
+            }
+            _ => Take::Deferring(seen),
         }
-        // Complete JSON is ready even when its shape is wrong: that ERROR needs no wait.
-        let parses = fs::read(path).is_ok_and(|bytes| {
-            matches!(
-                request::text(&bytes).and_then(request::envelope),
-                Ok(_) | Err(crate::messages::Message::BadShape { .. })
-            )
-        });
-        if parses {
-            self.unsettled.remove(path);
-            return true;
+    }
+
+    /// `path` was incomplete (or changing) when it looked like `seen`.
+    fn incomplete(&mut self, path: &Path, seen: Stamp) {
+        match self.unsettled.get(path) {
+            Some((last, _)) if *last == seen => {}
+            _ => {
+                self.unsettled
+                    .insert(path.to_path_buf(), (seen, Instant::now()));
+            }
         }
-        self.unsettled.insert(path.to_path_buf(), (seen, now));
-        false
     }
 
     fn waiting_for_any(&self) -> bool {
         !self.unsettled.is_empty()
+    }
+}
+
+/// Files committed but not yet answered: they share one flush and one folder sync.
+/// Bounded so that the first of them is not kept waiting long.
+struct Group {
+    files: Vec<(FileRecord, Instant)>,
+    since: Option<Instant>,
+}
+
+const GROUP_FILES: usize = 256;
+const GROUP_WAIT: Duration = Duration::from_millis(200);
+
+impl Group {
+    fn push(&mut self, record: FileRecord, started: Instant) {
+        self.since.get_or_insert(started);
+        self.files.push((record, started));
+    }
+
+    fn full(&self) -> bool {
+        self.files.len() >= GROUP_FILES || self.since.is_some_and(|s| s.elapsed() >= GROUP_WAIT)
+    }
+
+    /// Makes the group durable and writes its responses. Returns whether all were `OK`.
+    fn deliver(&mut self, store: &Store, settings: &Settings) -> Result<bool, String> {
+        let files = std::mem::take(&mut self.files);
+        self.since = None;
+        let records: Vec<FileRecord> = files.iter().map(|(r, _)| r.clone()).collect();
+        process::deliver_all(store, &records, settings.lang).map_err(|e| e.to_string())?;
+        let mut all_ok = true;
+        for (record, started) in &files {
+            crate::cli::log_file(record, *started);
+            all_ok &= record.status == Status::Ok;
+        }
+        Ok(all_ok)
     }
 }
 
@@ -125,6 +174,10 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         readiness.unsettled.retain(|path, _| path.exists());
         let waiting = inbox::waiting(&options.inbox)
             .map_err(|e| format!("cannot read the inbox {}: {e}", options.inbox.display()))?;
+        let mut group = Group {
+            files: Vec::new(),
+            since: None,
+        };
         for file in waiting {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -134,14 +187,22 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             }
             // With --once, a file that is not ready yet is judged now: nothing will
             // wait for it to settle.
-            if !options.once && !readiness.ready(&file, settings, options.settle) {
-                continue;
-            }
+            let (defer, seen) = match readiness.take(&file, settings, options.settle) {
+                _ if options.once => (false, None),
+                Take::Later => continue,
+                Take::Deferring(seen) => (true, Some(seen)),
+                Take::Now => (false, None),
+            };
             let started = Instant::now();
-            match process::apply_file(store, &file, settings) {
-                Ok(record) => {
-                    crate::cli::log_file(&record, started);
-                    all_ok &= record.status == crate::model::Status::Ok;
+            match process::take_file(store, &file, settings, defer) {
+                Ok(Taken::Ready(record)) => {
+                    readiness.unsettled.remove(&file);
+                    group.push(record, started);
+                }
+                Ok(Taken::Incomplete) => {
+                    if let Some(seen) = seen {
+                        readiness.incomplete(&file, seen);
+                    }
                 }
                 // The file vanished between the scan and the read: nothing to answer.
                 Err(process::Error::Read { source, .. })
@@ -152,13 +213,27 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
                         tracing::error!(file = %file.display(), "{e}");
                     }
                 }
+                // Rewritten while it was read: take it again once it is still.
+                Err(e @ process::Error::Changed { .. }) => {
+                    tracing::warn!("{e}");
+                    if let Ok(meta) = fs::symlink_metadata(&file) {
+                        readiness.incomplete(&file, (meta.len(), meta.modified().ok()));
+                    }
+                }
                 Err(process::Error::Interrupted) => {
                     tracing::info!(file = %file.display(), "stopped mid-file; it resumes at the next start");
                     break;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => {
+                    group.deliver(store, settings)?;
+                    return Err(e.to_string());
+                }
+            }
+            if group.full() {
+                all_ok &= group.deliver(store, settings)?;
             }
         }
+        all_ok &= group.deliver(store, settings)?;
         if options.once {
             break;
         }

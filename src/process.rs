@@ -15,14 +15,14 @@
 
 use crate::messages::{Lang, Message};
 use crate::model::{Meta, Status, StoredUser};
-use crate::request::{self, Halt, Token};
+use crate::request::{self, Halt, Stop, Token, Unread};
 use crate::response;
 use crate::store::{Counts, FileRecord, Progress, Step, Store, StoreError};
 use crate::validate::{Validator, Verdict};
 use chrono::Utc;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,6 +119,18 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("stopped by a signal; the file resumes at the next start")]
     Interrupted,
+    #[error("{path} changed while it was being applied; it is taken again once it stops changing")]
+    Changed { path: PathBuf },
+}
+
+/// What became of a file taken from the inbox.
+#[derive(Debug)]
+pub enum Taken {
+    /// Judged (or found already judged) and committed; its response is due from
+    /// [`deliver_all`].
+    Ready(FileRecord),
+    /// Not a complete JSON text yet, and the caller asked to wait for those.
+    Incomplete,
 }
 
 /// The result of checking a file without applying it.
@@ -131,19 +143,75 @@ pub struct Checked {
 /// earlier run was cut short is finished, not applied again: its outbox entry is
 /// delivered, or its progress resumed.
 pub fn apply_file(store: &Store, request: &Path, settings: &Settings) -> Result<FileRecord, Error> {
+    match take_file(store, request, settings, false)? {
+        Taken::Ready(record) => {
+            deliver_all(store, std::slice::from_ref(&record), settings.lang)?;
+            Ok(record)
+        }
+        Taken::Incomplete => unreachable!("take_file defers only when asked to"),
+    }
+}
+
+/// Judges `request` and commits it, up to its outbox entry, without flushing or
+/// writing its response: [`deliver_all`] does that for a group of files at once
+/// (group commit), which is what makes many small files fast. With
+/// `defer_incomplete`, a file that is not yet a complete JSON text (an upload in
+/// progress) is left alone and reported [`Taken::Incomplete`].
+pub fn take_file(
+    store: &Store,
+    request: &Path,
+    settings: &Settings,
+    defer_incomplete: bool,
+) -> Result<Taken, Error> {
     let path = fs::canonicalize(request).map_err(|source| Error::Read {
         path: request.to_path_buf(),
         source,
     })?;
     if let Some(record) = store.outbox_entry(&path)? {
-        deliver(store, &record, settings.lang)?;
-        return Ok(record);
+        return Ok(Taken::Ready(record));
     }
-    let record = judge(store, &path, settings, Mode::Apply)?.record;
+    let defer = defer_incomplete.then_some(Defer);
+    Ok(match judge(store, &path, settings, Mode::Apply, defer)? {
+        Some(checked) => Taken::Ready(checked.record),
+        None => Taken::Incomplete,
+    })
+}
+
+/// Makes the committed files durable with one flush, then writes their responses
+/// (each synced, one sync per folder), then clears their outbox entries.
+pub fn deliver_all(store: &Store, records: &[FileRecord], lang: Lang) -> Result<(), Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
     store.flush()?;
     fault_point("after-outbox");
-    deliver(store, &record, settings.lang)?;
-    Ok(record)
+    let mut staged = Vec::with_capacity(records.len());
+    for record in records {
+        let target = response::response_path(&record.path);
+        let log = store
+            .log_chunks(&record.path)
+            .map(|chunk| chunk.map_err(io::Error::other));
+        let written = response::stage(&target, |out| {
+            response::write_json(out, record.status, record.message.as_ref(), log, lang)
+        });
+        match written {
+            Ok(s) => staged.push(s),
+            Err(source) => {
+                // Put in place what is ready, so that one failure costs one file.
+                let _ = response::publish(staged);
+                return Err(Error::Write {
+                    path: target,
+                    source,
+                });
+            }
+        }
+    }
+    response::publish(staged).map_err(|source| Error::Write {
+        path: records[0].path.clone(),
+        source,
+    })?;
+    store.clear_outboxes(records.iter().map(|r| r.path.as_path()))?;
+    Ok(())
 }
 
 /// Judges `request` against the store as [`apply_file`] would, changing nothing.
@@ -152,7 +220,7 @@ pub fn check_file(store: &Store, request: &Path, settings: &Settings) -> Result<
         path: request.to_path_buf(),
         source,
     })?;
-    judge(store, &path, settings, Mode::Check)
+    judge(store, &path, settings, Mode::Check, None)?.ok_or_else(|| Error::Changed { path })
 }
 
 /// Writes the response of every file left in the outbox by an interrupted run, but
@@ -164,33 +232,15 @@ pub fn replay_outbox(store: &Store, lang: Lang, except: &[PathBuf]) -> Result<us
         .into_iter()
         .filter(|r| !except.contains(&r.path))
         .collect();
-    for record in &pending {
-        let folder_gone = record.path.parent().is_some_and(|dir| !dir.is_dir());
-        if folder_gone {
-            tracing::warn!(file = %record.path.display(), "the request's folder is gone; its response is dropped");
-            store.clear_outbox(&record.path)?;
-        } else {
-            deliver(store, record, lang)?;
-        }
+    let (deliverable, orphans): (Vec<FileRecord>, Vec<FileRecord>) = pending
+        .into_iter()
+        .partition(|r| r.path.parent().is_none_or(|dir| dir.is_dir()));
+    for record in &orphans {
+        tracing::warn!(file = %record.path.display(), "the request's folder is gone; its response is dropped");
     }
-    Ok(pending.len())
-}
-
-/// Writes the response of a file in the outbox, then clears the entry.
-fn deliver(store: &Store, record: &FileRecord, lang: Lang) -> Result<PathBuf, Error> {
-    let target = response::response_path(&record.path);
-    let log = store
-        .log_chunks(&record.path)
-        .map(|chunk| chunk.map_err(io::Error::other));
-    response::write_atomic(&target, |out| {
-        response::write_json(out, record.status, record.message.as_ref(), log, lang)
-    })
-    .map_err(|source| Error::Write {
-        path: target.clone(),
-        source,
-    })?;
-    store.clear_outbox(&record.path)?;
-    Ok(target)
+    store.clear_outboxes(orphans.iter().map(|r| r.path.as_path()))?;
+    deliver_all(store, &deliverable, lang)?;
+    Ok(deliverable.len() + orphans.len())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -199,10 +249,31 @@ enum Mode {
     Check,
 }
 
+/// Asks [`judge`] to leave a file that is not a complete JSON text yet.
+#[derive(Clone, Copy)]
+struct Defer;
+
+/// The size and modification time of a file: if either moves, the file changed.
+fn stamp(file: &fs::File) -> io::Result<(u64, Option<std::time::SystemTime>)> {
+    let meta = file.metadata()?;
+    Ok((meta.len(), meta.modified().ok()))
+}
+
 /// The shared core of apply and check. In `Apply` mode every step is committed and
 /// the returned log is empty (it lives in the store); in `Check` mode nothing is
-/// written and the log is returned.
-fn judge(store: &Store, path: &Path, settings: &Settings, mode: Mode) -> Result<Checked, Error> {
+/// written and the log is returned. `None` only with `defer`: the file is incomplete.
+///
+/// The file is read twice through one open descriptor, streamed both times: first to
+/// check all of it (and hash it), then to apply its users. A file replaced by a rename
+/// meanwhile is still the old one through that descriptor; one rewritten in place is
+/// caught by its size and time, checked before each step is committed.
+fn judge(
+    store: &Store,
+    path: &Path,
+    settings: &Settings,
+    mode: Mode,
+    defer: Option<Defer>,
+) -> Result<Option<Checked>, Error> {
     let read_error = |source| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -215,35 +286,38 @@ fn judge(store: &Store, path: &Path, settings: &Settings, mode: Mode) -> Result<
             "not a regular file",
         )));
     }
-    let too_large = |size| Message::TooLarge {
-        size,
-        limit: settings.max_file_size,
-    };
     if meta.len() > settings.max_file_size {
-        return reject(store, path, String::new(), too_large(meta.len()), mode);
+        let message = Message::TooLarge {
+            size: meta.len(),
+            limit: settings.max_file_size,
+        };
+        return reject(store, path, String::new(), message, mode).map(Some);
     }
-    // The limit holds even for a file that grows after the size check.
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    fs::File::open(path)
-        .and_then(|f| f.take(settings.max_file_size + 1).read_to_end(&mut bytes))
-        .map_err(read_error)?;
-    if bytes.len() as u64 > settings.max_file_size {
-        return reject(
-            store,
-            path,
-            String::new(),
-            too_large(bytes.len() as u64),
-            mode,
-        );
-    }
-    let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
-    let parsed = request::text(&bytes).and_then(|text| Ok((text, request::envelope(text)?)));
-    let (text, envelope) = match parsed {
-        Ok(ok) => ok,
-        Err(message) => return reject(store, path, hash, message, mode),
+    let file = fs::File::open(path).map_err(read_error)?;
+    let before = stamp(&file).map_err(read_error)?;
+    let mut source = request::Source::new(&file, settings.max_file_size).hashing();
+    let checked = request::envelope(&mut source);
+    let hash = source.hash();
+    let envelope = match checked {
+        Ok(envelope) => envelope,
+        Err(Unread::Io(e)) => return Err(read_error(e)),
+        Err(Unread::Bad(Message::NotUtf8 { .. } | Message::BadJson { .. })) if defer.is_some() => {
+            return Ok(None);
+        }
+        Err(Unread::Bad(message)) => return reject(store, path, hash, message, mode).map(Some),
     };
+    let unchanged = || -> Result<(), Error> {
+        if stamp(&file).map_err(read_error)? == before {
+            Ok(())
+        } else {
+            Err(Error::Changed {
+                path: path.to_path_buf(),
+            })
+        }
+    };
+    unchanged()?;
     if let Err(message) = settings.auth.check(&envelope.token) {
-        return reject(store, path, hash, message, mode);
+        return reject(store, path, hash, message, mode).map(Some);
     }
 
     let mut progress = Progress {
@@ -304,6 +378,7 @@ fn judge(store: &Store, path: &Path, settings: &Settings, mode: Mode) -> Result<
         let finished = last.then(|| record(progress));
         match mode {
             Mode::Apply => {
+                unchanged()?;
                 store.commit(Step {
                     path,
                     writes: std::mem::take(writes),
@@ -334,7 +409,9 @@ fn judge(store: &Store, path: &Path, settings: &Settings, mode: Mode) -> Result<
         Ok(())
     };
 
-    let walked = request::for_each_user(text, |index, element| {
+    (&file).seek(SeekFrom::Start(0)).map_err(read_error)?;
+    let mut source = request::Source::new(&file, settings.max_file_size);
+    let walked = request::for_each_user(&mut source, |index, element| {
         let verdict = validator.user(index, element);
         if index < start {
             return Ok(());
@@ -363,22 +440,24 @@ fn judge(store: &Store, path: &Path, settings: &Settings, mode: Mode) -> Result<
     if let Some(e) = failure {
         return Err(e);
     }
-    if walked.is_err() {
-        // `envelope` accepted this text, so the walk cannot fail on its own.
-        let detail = "the request could not be read a second time".to_owned();
-        return Err(Error::Read {
-            path: path.to_path_buf(),
-            source: io::Error::other(detail),
-        });
+    match walked {
+        Ok(()) => {}
+        Err(Stop::Unread(Unread::Io(e))) => return Err(read_error(e)),
+        // The first pass accepted this text: it changed in between.
+        Err(_) => {
+            return Err(Error::Changed {
+                path: path.to_path_buf(),
+            });
+        }
     }
     if total == 0 || start >= total {
         end_step(&mut writes, &mut log, &mut progress, true)?;
     }
     let record = done.unwrap_or_else(|| record(&progress));
-    Ok(Checked {
+    Ok(Some(Checked {
         record,
         log: checked_log,
-    })
+    }))
 }
 
 /// The log entry for one judged user and, when it changes the store, the record to

@@ -1,17 +1,20 @@
 //! Reading a request file: UTF-8 and JSON syntax, the top-level shape, and the users
 //! one at a time.
 //!
-//! A file is walked twice. [`envelope`] checks the whole document cheaply (every user
+//! A file is walked twice, each time streamed from the file in chunks, so memory does
+//! not grow with the file. [`envelope`] checks the whole document cheaply (every user
 //! skipped as an opaque value), so that a file with a syntax error anywhere is rejected
 //! before anything of it is applied. [`for_each_user`] then streams the users array,
-//! borrowing every field's raw JSON text from the file, so no `Vec` of a million users
-//! is ever built and `balance` keeps the exact digits it was written with.
+//! taking one user at a time as raw JSON text, so no `Vec` of a million users is ever
+//! built and `balance` keeps the exact digits it was written with.
 
 use crate::messages::{JsonKind, Message};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
+use std::io::{self, BufReader, Read};
+use xxhash_rust::xxh3::Xxh3;
 
 /// The request's token, as far as its type goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,53 +42,230 @@ pub enum Element<'a> {
     Other(JsonKind),
 }
 
-/// The text of a request file: the UTF-8 byte-order mark dropped, UTF-8 checked.
-pub fn text(bytes: &[u8]) -> Result<&str, Message> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    std::str::from_utf8(bytes).map_err(|e| {
-        let (line, column) = position(&bytes[..e.valid_up_to()]);
-        Message::NotUtf8 { line, column }
-    })
+/// Why a request could not be read to its end.
+#[derive(Debug)]
+pub enum Unread {
+    /// The file's own fault: it gets an `ERROR` response with this message.
+    Bad(Message),
+    /// Reading failed (the disk, permissions): nobody's request is at fault.
+    Io(io::Error),
 }
 
-/// Line and column (1-based, columns in bytes as serde_json counts them) just after
-/// `prefix`.
-fn position(prefix: &[u8]) -> (u64, u64) {
-    let line = prefix.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-    let column = match prefix.iter().rposition(|&b| b == b'\n') {
-        Some(nl) => prefix.len() - nl,
-        None => prefix.len() + 1,
-    };
-    (line, column as u64)
+/// A request file as its bytes pass by, in chunks: drops the UTF-8 byte-order mark,
+/// checks UTF-8 (so that the error can say where), enforces the size limit, and can
+/// hash what it reads. Nothing of the file is kept, so memory does not grow with it.
+pub struct Source<R> {
+    inner: R,
+    limit: u64,
+    read: u64,
+    started: bool,
+    hasher: Option<Box<Xxh3>>,
+    /// The start of a UTF-8 sequence cut by the end of the last chunk.
+    pending: [u8; 4],
+    pending_len: usize,
+    /// Lines seen, and bytes since the last line feed: where an invalid byte is.
+    line: u64,
+    column: u64,
+    problem: Option<Message>,
 }
+
+impl<R: Read> Source<R> {
+    /// Reads `inner`, failing once more than `limit` bytes came out of it.
+    pub fn new(inner: R, limit: u64) -> Source<R> {
+        Source {
+            inner,
+            limit,
+            read: 0,
+            started: false,
+            hasher: None,
+            pending: [0; 4],
+            pending_len: 0,
+            line: 1,
+            column: 0,
+            problem: None,
+        }
+    }
+
+    /// Also hashes every byte read (xxh3-128), for [`Source::hash`].
+    pub fn hashing(mut self) -> Source<R> {
+        self.hasher = Some(Box::new(Xxh3::new()));
+        self
+    }
+
+    /// The hash of the bytes read so far, as 32 hex digits.
+    pub fn hash(&self) -> String {
+        let digest = self.hasher.as_ref().map_or(0, |h| h.digest128());
+        format!("{digest:032x}")
+    }
+
+    fn fail(&mut self, problem: Message) -> io::Error {
+        self.problem = Some(problem);
+        io::Error::other("the request is not readable as JSON text")
+    }
+
+    /// Advances the position over valid text.
+    fn advance(&mut self, text: &[u8]) {
+        match text.iter().rposition(|&b| b == b'\n') {
+            Some(last) => {
+                self.line += text.iter().filter(|&&b| b == b'\n').count() as u64;
+                self.column = (text.len() - last - 1) as u64;
+            }
+            None => self.column += text.len() as u64,
+        }
+    }
+
+    fn not_utf8(&self, valid_before: &[u8]) -> Message {
+        let mut at = (self.line, self.column);
+        for &b in valid_before {
+            at = if b == b'\n' {
+                (at.0 + 1, 0)
+            } else {
+                (at.0, at.1 + 1)
+            };
+        }
+        Message::NotUtf8 {
+            line: at.0,
+            column: at.1 + 1,
+        }
+    }
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.problem.is_some() {
+            return Err(io::Error::other("the request is not readable as JSON text"));
+        }
+        loop {
+            // A UTF-8 sequence cut by the end of the last chunk was held back, so
+            // that the parser never sees half a character; it goes out first now.
+            let carry = self.pending_len;
+            if buf.len() <= carry {
+                return Err(io::Error::other("read buffer too small"));
+            }
+            buf[..carry].copy_from_slice(&self.pending[..carry]);
+            let mut n = self.inner.read(&mut buf[carry..])?;
+            self.read += n as u64;
+            if self.read > self.limit {
+                let problem = Message::TooLarge {
+                    size: self.read,
+                    limit: self.limit,
+                };
+                return Err(self.fail(problem));
+            }
+            if let Some(h) = &mut self.hasher {
+                h.update(&buf[carry..carry + n]);
+            }
+            if !self.started {
+                // Regular files return whole chunks, so a mark is never split.
+                self.started = true;
+                if buf[..n].starts_with(BOM) {
+                    buf.copy_within(BOM.len()..n, 0);
+                    n -= BOM.len();
+                }
+            }
+            if n == 0 {
+                if carry > 0 {
+                    let problem = self.not_utf8(&[]);
+                    return Err(self.fail(problem));
+                }
+                return Ok(0);
+            }
+            let total = carry + n;
+            match std::str::from_utf8(&buf[..total]) {
+                Ok(_) => {
+                    self.pending_len = 0;
+                    self.advance(&buf[..total]);
+                    return Ok(total);
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    if e.error_len().is_some() {
+                        let problem = self.not_utf8(&buf[..valid]);
+                        return Err(self.fail(problem));
+                    }
+                    self.pending_len = total - valid;
+                    self.pending[..total - valid].copy_from_slice(&buf[valid..total]);
+                    self.advance(&buf[..valid]);
+                    if valid > 0 {
+                        return Ok(valid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// How big a chunk is read at a time.
+const CHUNK: usize = 256 * 1024;
 
 /// Checks the whole document and its top-level shape, without looking into users.
-pub fn envelope(text: &str) -> Result<Envelope, Message> {
-    let mut de = serde_json::Deserializer::from_str(text);
+/// Reads `source` to its end.
+pub fn envelope<R: Read>(source: &mut Source<R>) -> Result<Envelope, Unread> {
+    let mut de =
+        serde_json::Deserializer::from_reader(BufReader::with_capacity(CHUNK, &mut *source));
     let walk = Walk { on_user: None };
-    let envelope = walk
+    let result = walk
         .deserialize(&mut de)
-        .and_then(|env| de.end().map(|()| env))
-        .map_err(|e| file_error(&e))?;
-    Ok(envelope)
+        .and_then(|env| de.end().map(|()| env));
+    drop(de);
+    result.map_err(|e| unread(source, e))
+}
+
+/// [`envelope`] of a text in memory, with no size limit.
+pub fn envelope_of(text: &str) -> Result<Envelope, Unread> {
+    envelope(&mut Source::new(text.as_bytes(), u64::MAX))
+}
+
+fn unread<R>(source: &mut Source<R>, e: serde_json::Error) -> Unread {
+    if let Some(problem) = source.problem.take() {
+        return Unread::Bad(problem);
+    }
+    match e.classify() {
+        serde_json::error::Category::Io => Unread::Io(io::Error::from(e)),
+        _ => Unread::Bad(file_error(&e)),
+    }
 }
 
 /// A callback asked the walk to stop; the caller keeps the reason.
 #[derive(Debug)]
 pub struct Halt;
 
-/// Calls `on_user` for each element of `users` in order, with its index. Run it only
-/// on a text that [`envelope`] accepted: then the only way it fails is a [`Halt`].
-pub fn for_each_user<'a>(
-    text: &'a str,
-    mut on_user: impl FnMut(u64, Element<'a>) -> Result<(), Halt>,
-) -> Result<(), Halt> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let walk = Walk {
-        on_user: Some(&mut on_user),
+/// Why the walk of [`for_each_user`] ended early.
+#[derive(Debug)]
+pub enum Stop {
+    /// The callback said so.
+    Halt,
+    /// The text is not what [`envelope`] accepted: the file changed, or reading failed.
+    Unread(Unread),
+}
+
+/// Calls `on_user` for each element of `users` in order, with its index. Run it on a
+/// text that [`envelope`] accepted: then it fails only on a [`Halt`], or when the file
+/// changed under it or could not be read again.
+pub fn for_each_user<R: Read>(
+    source: &mut Source<R>,
+    mut on_user: impl FnMut(u64, Element<'_>) -> Result<(), Halt>,
+) -> Result<(), Stop> {
+    let mut halted = false;
+    let mut callback = |index: u64, element: Element<'_>| {
+        let r = on_user(index, element);
+        halted = r.is_err();
+        r
     };
-    // `envelope` already accepted this text, so the only error left is our own Halt.
-    walk.deserialize(&mut de).map(|_| ()).map_err(|_| Halt)
+    let mut de =
+        serde_json::Deserializer::from_reader(BufReader::with_capacity(CHUNK, &mut *source));
+    let walk = Walk {
+        on_user: Some(&mut callback),
+    };
+    let result = walk.deserialize(&mut de).and_then(|_| de.end());
+    drop(de);
+    match result {
+        Ok(()) => Ok(()),
+        Err(_) if halted => Err(Stop::Halt),
+        Err(e) => Err(Stop::Unread(unread(source, e))),
+    }
 }
 
 /// The fields of an object's raw text; `None` when a key is not valid Unicode.
@@ -165,21 +345,21 @@ fn file_error(e: &serde_json::Error) -> Message {
     }
 }
 
-type OnUser<'f, 'a> = &'f mut dyn FnMut(u64, Element<'a>) -> Result<(), Halt>;
+type OnUser<'f> = &'f mut dyn FnMut(u64, Element<'_>) -> Result<(), Halt>;
 
 /// The top-level object. With no callback it only counts users.
-struct Walk<'f, 'a> {
-    on_user: Option<OnUser<'f, 'a>>,
+struct Walk<'f> {
+    on_user: Option<OnUser<'f>>,
 }
 
-impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
     type Value = Envelope;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Envelope, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for Walk<'_, 'de> {
+impl<'de> Visitor<'de> for Walk<'_> {
     type Value = Envelope;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -220,18 +400,18 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
     }
 }
 
-struct Users<'f, 'a> {
-    on_user: Option<OnUser<'f, 'a>>,
+struct Users<'f> {
+    on_user: Option<OnUser<'f>>,
 }
 
-impl<'de> DeserializeSeed<'de> for Users<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for Users<'_> {
     type Value = u64;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for Users<'_, 'de> {
+impl<'de> Visitor<'de> for Users<'_> {
     type Value = u64;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -247,8 +427,11 @@ impl<'de> Visitor<'de> for Users<'_, 'de> {
                 }
             }
             Some(on_user) => {
-                while let Some(element) = seq.next_element::<Element<'de>>()? {
-                    on_user(n, element).map_err(|Halt| de::Error::custom("halted"))?;
+                // Taken raw first: serde_json checks a raw value's syntax only, so no
+                // number too large for f64 and no bad escape can fail the walk; each
+                // is judged later as a problem of this one user.
+                while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+                    on_user(n, element(&raw)).map_err(|Halt| de::Error::custom("halted"))?;
                     n += 1;
                 }
             }
@@ -284,27 +467,22 @@ struct TokenValue(Option<String>);
 
 impl<'de> serde::Deserialize<'de> for TokenValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = <&RawValue>::deserialize(d)?;
-        Ok(TokenValue(match value(raw) {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        Ok(TokenValue(match value(&raw) {
             Value::String(s) => Some(s.into_owned()),
             _ => None,
         }))
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Element<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Taken raw first: serde_json checks a raw value's syntax only, so no number
-        // too large for f64 and no bad escape can fail the walk; each is judged later
-        // as a problem of this one user.
-        let raw = <&'de RawValue>::deserialize(d)?;
-        Ok(match value(raw) {
-            Value::Object(raw) => match object_fields(raw) {
-                Some(fields) => Element::Object(fields),
-                None => Element::BadKey,
-            },
-            other => Element::Other(other.kind()),
-        })
+/// One element of `users`, told apart by kind.
+pub fn element(raw: &RawValue) -> Element<'_> {
+    match value(raw) {
+        Value::Object(raw) => match object_fields(raw) {
+            Some(fields) => Element::Object(fields),
+            None => Element::BadKey,
+        },
+        other => Element::Other(other.kind()),
     }
 }
 
@@ -335,22 +513,104 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
 mod tests {
     use super::*;
 
+    fn env(bytes: &[u8]) -> Result<Envelope, Message> {
+        match envelope(&mut Source::new(bytes, u64::MAX)) {
+            Ok(e) => Ok(e),
+            Err(Unread::Bad(m)) => Err(m),
+            Err(Unread::Io(e)) => panic!("{e}"),
+        }
+    }
+
+    /// Hands out one byte per read, so every UTF-8 sequence is cut between chunks.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((&b, rest)), Some(slot)) => {
+                    *slot = b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    fn trickled(bytes: &[u8]) -> Result<Envelope, Message> {
+        match envelope(&mut Source::new(Trickle(bytes), u64::MAX)) {
+            Ok(e) => Ok(e),
+            Err(Unread::Bad(m)) => Err(m),
+            Err(Unread::Io(e)) => panic!("{e}"),
+        }
+    }
+
     #[test]
     fn bom_is_dropped_and_bad_utf8_located() {
-        assert_eq!(text(b"\xEF\xBB\xBF{}").unwrap(), "{}");
-        assert_eq!(
-            text(b"{\n  \"a\": \"\xff\"}").unwrap_err(),
-            Message::NotUtf8 { line: 2, column: 9 }
-        );
+        assert_eq!(env(b"\xEF\xBB\xBF{\"users\":[]}").unwrap().users, 0);
+        for read in [env, trickled] {
+            assert_eq!(
+                read(b"{\n  \"a\": \"\xff\"}").unwrap_err(),
+                Message::NotUtf8 { line: 2, column: 9 }
+            );
+            // Valid multi-byte text, then a sequence cut short by a quote, then by the end.
+            assert_eq!(
+                read(
+                    "{\"users\":[],\"x\":\"ї😀"
+                        .as_bytes()
+                        .iter()
+                        .copied()
+                        .chain(*b"\xE2\x82\"}")
+                        .collect::<Vec<u8>>()
+                        .as_slice()
+                )
+                .unwrap_err(),
+                Message::NotUtf8 {
+                    line: 1,
+                    column: 24
+                }
+            );
+            assert_eq!(
+                read(b"{\"users\":[]} \xE2\x82").unwrap_err(),
+                Message::NotUtf8 {
+                    line: 1,
+                    column: 14
+                }
+            );
+            assert_eq!(
+                read("{\"users\":[], \"ї😀\": 1}".as_bytes()).unwrap().users,
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn the_size_limit_holds_while_reading() {
+        let text = br#"{"users":[{"email":"a@b.co"}]}"#;
+        match envelope(&mut Source::new(&text[..], 10)) {
+            Err(Unread::Bad(Message::TooLarge { limit: 10, size })) => assert!(size > 10),
+            other => panic!("{other:?}"),
+        }
+        assert!(envelope(&mut Source::new(&text[..], text.len() as u64)).is_ok());
+    }
+
+    #[test]
+    fn the_hash_covers_every_byte() {
+        let mut a = Source::new(&br#"{"users":[]}"#[..], u64::MAX).hashing();
+        let mut b = Source::new(&br#"{"users":[] }"#[..], u64::MAX).hashing();
+        envelope(&mut a).unwrap();
+        envelope(&mut b).unwrap();
+        assert_ne!(a.hash(), b.hash());
+        assert_eq!(a.hash().len(), 32);
     }
 
     #[test]
     fn shapes() {
-        let env = envelope(r#"{"token":"t","users":[{},1,[2]],"x":{}}"#).unwrap();
+        let env = envelope_of(r#"{"token":"t","users":[{},1,[2]],"x":{}}"#).unwrap();
         assert_eq!(env.users, 3);
         assert_eq!(env.token, Token::Text("t".into()));
         assert_eq!(
-            envelope(r#"{"users":[],"token":5}"#).unwrap().token,
+            envelope_of(r#"{"users":[],"token":5}"#).unwrap().token,
             Token::NotText
         );
         for bad in [
@@ -360,41 +620,49 @@ mod tests {
             r#"{"users":[],"users":[]}"#,
         ] {
             assert!(
-                matches!(envelope(bad), Err(Message::BadShape { .. })),
+                matches!(envelope_of(bad), Err(Unread::Bad(Message::BadShape { .. }))),
                 "{bad}"
             );
         }
-        match envelope("{\"users\": [\n  {\"a\": 1,}\n]}") {
-            Err(Message::BadJson {
+        match envelope_of("{\"users\": [\n  {\"a\": 1,}\n]}") {
+            Err(Unread::Bad(Message::BadJson {
                 line: 2, column, ..
-            }) => assert_eq!(column, 11),
+            })) => assert_eq!(column, 11),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            envelope(r#"{"users":[]} x"#),
-            Err(Message::BadJson { .. })
+            envelope_of(r#"{"users":[]} x"#),
+            Err(Unread::Bad(Message::BadJson { .. }))
         ));
-        assert!(matches!(envelope(""), Err(Message::BadJson { .. })));
+        assert!(matches!(
+            envelope_of(""),
+            Err(Unread::Bad(Message::BadJson { .. }))
+        ));
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!(r#"{{"users":[{}]}}"#, "[".repeat(100_000));
-        assert!(envelope(&deep).is_err());
+        assert!(envelope_of(&deep).is_err());
         let deep_obj = format!(r#"{{"users":[{{"a":{}}}]}}"#, "[".repeat(100_000));
-        assert!(envelope(&deep_obj).is_err());
+        assert!(envelope_of(&deep_obj).is_err());
+    }
+
+    fn kinds(text: &str) -> Vec<String> {
+        let mut kinds = Vec::new();
+        for_each_user(&mut Source::new(text.as_bytes(), u64::MAX), |i, e| {
+            kinds.push(format!("{i} {e:?}"));
+            Ok(())
+        })
+        .unwrap();
+        kinds
     }
 
     #[test]
     fn odd_elements_never_fail_the_walk() {
         let text = r#"{"users":[1e400,-1e400,"\ud800",{"\ud800":1},{"a":1e400}]}"#;
-        assert_eq!(envelope(text).unwrap().users, 5);
-        let mut kinds = Vec::new();
-        for_each_user(text, |_, e| {
-            kinds.push(format!("{e:?}"));
-            Ok(())
-        })
-        .unwrap();
+        assert_eq!(envelope_of(text).unwrap().users, 5);
+        let kinds = kinds(text);
         assert_eq!(kinds.len(), 5);
         assert!(kinds[3].contains("BadKey"), "{kinds:?}");
         assert!(kinds[4].contains("1e400"), "{kinds:?}");
@@ -402,15 +670,25 @@ mod tests {
 
     #[test]
     fn streams_users_with_raw_fields() {
-        let text = r#"{"users":[{"email":"a\u0040b.co","balance":-0.10},"x"]}"#;
-        let mut seen = Vec::new();
-        for_each_user(text, |i, e| {
-            seen.push((i, format!("{e:?}")));
-            Ok(())
-        })
-        .unwrap();
+        let seen = kinds(r#"{"users":[{"email":"a\u0040b.co","balance":-0.10},"x"]}"#);
         assert_eq!(seen.len(), 2);
-        assert!(seen[0].1.contains("-0.10"));
-        assert!(seen[1].1.contains("String"));
+        assert!(
+            seen[0].starts_with("0 ") && seen[0].contains("-0.10"),
+            "{seen:?}"
+        );
+        assert!(
+            seen[1].starts_with("1 ") && seen[1].contains("String"),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_halt_is_told_from_a_changed_text() {
+        let mut source = Source::new(&br#"{"users":[1,2,3]}"#[..], u64::MAX);
+        let r = for_each_user(&mut source, |i, _| if i == 1 { Err(Halt) } else { Ok(()) });
+        assert!(matches!(r, Err(Stop::Halt)));
+        let mut source = Source::new(&br#"{"users":[1,2"#[..], u64::MAX);
+        let r = for_each_user(&mut source, |_, _| Ok(()));
+        assert!(matches!(r, Err(Stop::Unread(Unread::Bad(_)))));
     }
 }

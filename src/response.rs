@@ -102,23 +102,70 @@ pub fn write_atomic(
     target: &Path,
     fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
 ) -> io::Result<()> {
+    publish(vec![stage(target, fill)?])
+}
+
+/// A response complete and synced under its temporary name, not yet in place.
+#[derive(Debug)]
+pub struct Staged {
+    temp: PathBuf,
+    target: PathBuf,
+}
+
+/// Writes a response under its temporary name and syncs it; [`publish`] puts it in
+/// place. Splitting the two lets a group of responses share one folder sync.
+pub fn stage(
+    target: &Path,
+    fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
+) -> io::Result<Staged> {
     let temp = temp_path(target);
     let result = (|| {
         let file = File::create(&temp)?;
-        let mut out = BufWriter::with_capacity(256 * 1024, &file);
+        let mut out = BufWriter::with_capacity(64 * 1024, &file);
         fill(&mut out)?;
         out.flush()?;
         drop(out);
-        file.sync_all()?;
-        fs::rename(&temp, target)?;
-        let dir = target.parent().filter(|d| !d.as_os_str().is_empty());
-        File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+        file.sync_all()
     })();
-    if result.is_err() {
-        // Leave no stray temporary file behind; the error is what matters.
-        let _ = fs::remove_file(&temp);
+    match result {
+        Ok(()) => Ok(Staged {
+            temp,
+            target: target.to_path_buf(),
+        }),
+        Err(e) => {
+            // Leave no stray temporary file behind; the error is what matters.
+            let _ = fs::remove_file(&temp);
+            Err(e)
+        }
     }
-    result
+}
+
+/// Renames staged responses into place, then syncs each of their folders once, so
+/// the renames survive a power cut.
+pub fn publish(staged: Vec<Staged>) -> io::Result<()> {
+    let mut folders: Vec<PathBuf> = Vec::new();
+    let mut first_error = None;
+    for s in staged {
+        match fs::rename(&s.temp, &s.target) {
+            Ok(()) => {
+                let dir = s.target.parent().filter(|d| !d.as_os_str().is_empty());
+                let dir = dir.unwrap_or(Path::new(".")).to_path_buf();
+                if !folders.contains(&dir) {
+                    folders.push(dir);
+                }
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&s.temp);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    for dir in folders {
+        if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

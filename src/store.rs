@@ -275,11 +275,21 @@ impl Store {
     /// Removes `key` and every log chunk of `path`, atomically.
     fn remove_with_log(&self, key: Vec<u8>, path: &Path) -> Result<()> {
         let mut batch = sled::Batch::default();
+        self.remove_with_log_into(&mut batch, key, path)?;
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn remove_with_log_into(
+        &self,
+        batch: &mut sled::Batch,
+        key: Vec<u8>,
+        path: &Path,
+    ) -> Result<()> {
         batch.remove(key);
         for k in self.db.scan_prefix(log_prefix(path)).keys() {
             batch.remove(k?);
         }
-        self.db.apply_batch(batch)?;
         Ok(())
     }
 
@@ -344,7 +354,17 @@ impl Store {
 
     /// The response of `path` is durably on disk: drop its outbox entry and log.
     pub fn clear_outbox(&self, path: &Path) -> Result<()> {
-        self.remove_with_log(path_key(OUTBOX, path), path)
+        self.clear_outboxes([path])
+    }
+
+    /// [`Store::clear_outbox`] for many files in one batch.
+    pub fn clear_outboxes<'p>(&self, paths: impl IntoIterator<Item = &'p Path>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for path in paths {
+            self.remove_with_log_into(&mut batch, path_key(OUTBOX, path), path)?;
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
     }
 
     /// The last outcome of every file processed, by path.

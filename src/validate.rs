@@ -443,9 +443,12 @@ impl<'v> FieldCheck<'_, 'v> {
 mod tests {
     use super::*;
 
+    fn raw(json: &str) -> Box<RawValue> {
+        serde_json::from_str(json).unwrap()
+    }
+
     fn judge(json: &str) -> Verdict {
-        let element: Element<'_> = serde_json::from_str(json).unwrap();
-        Validator::new().user(0, element)
+        Validator::new().user(0, request::element(&raw(json)))
     }
 
     fn problems(json: &str) -> Vec<Message> {
@@ -497,10 +500,10 @@ mod tests {
     #[test]
     fn duplicates_name_the_first_index() {
         let mut v = Validator::new();
-        let a: Element<'_> = serde_json::from_str(r#"{"title":"t","email":"a@b.co"}"#).unwrap();
-        let b: Element<'_> = serde_json::from_str(r#"{"title":"t","email":" A@B.CO"}"#).unwrap();
-        assert!(matches!(v.user(4, a), Verdict::Valid(_)));
-        match v.user(9, b) {
+        let a = raw(r#"{"title":"t","email":"a@b.co"}"#);
+        let b = raw(r#"{"title":"t","email":" A@B.CO"}"#);
+        assert!(matches!(v.user(4, request::element(&a)), Verdict::Valid(_)));
+        match v.user(9, request::element(&b)) {
             Verdict::Rejected(p) => assert_eq!(
                 p,
                 [Message::Duplicate {

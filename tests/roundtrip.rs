@@ -389,13 +389,11 @@ proptest! {
 
 /// Runs every library entry point a request goes through on `bytes`.
 fn exercise(bytes: &[u8]) {
-    let Ok(text) = request::text(bytes) else {
-        return;
-    };
-    let envelope = request::envelope(text);
+    let envelope = request::envelope(&mut request::Source::new(bytes, u64::MAX));
     let mut validator = Validator::new();
     let mut seen = 0u64;
-    let walked = request::for_each_user(text, |index, element| {
+    let mut source = request::Source::new(bytes, u64::MAX);
+    let walked = request::for_each_user(&mut source, |index, element| {
         assert_eq!(index, seen, "users are walked in order");
         seen += 1;
         match validator.user(index, element) {
@@ -417,9 +415,10 @@ fn exercise(bytes: &[u8]) {
             assert!(walked.is_ok(), "an accepted text failed to walk");
             assert_eq!(seen, envelope.users, "walk and envelope disagree");
         }
-        Err(message) => {
+        Err(request::Unread::Bad(message)) => {
             let _ = message.text(Lang::En);
         }
+        Err(request::Unread::Io(e)) => panic!("reading from memory failed: {e}"),
     }
 }
 
