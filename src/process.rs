@@ -295,9 +295,11 @@ fn judge(
     }
     let file = fs::File::open(path).map_err(read_error)?;
     let before = stamp(&file).map_err(read_error)?;
+    let timer = std::time::Instant::now();
     let mut source = request::Source::new(&file, settings.max_file_size).hashing();
     let checked = request::envelope(&mut source);
     let hash = source.hash();
+    tracing::debug!(file = %path.display(), ms = timer.elapsed().as_millis() as u64, "first pass (syntax, shape, hash) done");
     let envelope = match checked {
         Ok(envelope) => envelope,
         Err(Unread::Io(e)) => return Err(read_error(e)),
@@ -440,6 +442,7 @@ fn judge(
     if let Some(e) = failure {
         return Err(e);
     }
+    tracing::debug!(file = %path.display(), ms = timer.elapsed().as_millis() as u64, "second pass (validate, merge, commit) done");
     match walked {
         Ok(()) => {}
         Err(Stop::Unread(Unread::Io(e))) => return Err(read_error(e)),
