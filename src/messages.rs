@@ -61,6 +61,33 @@ impl JsonKind {
             JsonKind::Null => "null",
         }
     }
+
+    // Every Ukrainian and Russian message names a kind after "має бути" / "должно быть"
+    // or after the contrasting "а не", and both take the instrumental case. A message
+    // that puts a kind anywhere else needs its own case function beside these.
+    fn instrumental_uk(self) -> &'static str {
+        match self {
+            JsonKind::String => "рядком",
+            JsonKind::Number => "числом",
+            JsonKind::Integer => "цілим числом",
+            JsonKind::Boolean => "логічним значенням",
+            JsonKind::Object => "об'єктом",
+            JsonKind::Array => "масивом",
+            JsonKind::Null => "null",
+        }
+    }
+
+    fn instrumental_ru(self) -> &'static str {
+        match self {
+            JsonKind::String => "строкой",
+            JsonKind::Number => "числом",
+            JsonKind::Integer => "целым числом",
+            JsonKind::Boolean => "логическим значением",
+            JsonKind::Object => "объектом",
+            JsonKind::Array => "массивом",
+            JsonKind::Null => "null",
+        }
+    }
 }
 
 /// Why a field's value broke its rule, said after the value in the message.
@@ -77,6 +104,56 @@ pub enum Rule {
     SiteLink,
     /// A number beyond what a 64-bit float can hold: no consumer could read it.
     Finite,
+}
+
+impl Rule {
+    fn hint_en(self) -> &'static str {
+        match self {
+            Rule::Email => "",
+            Rule::Phone => ": expected + and 7 to 15 digits, with the country code",
+            Rule::Percent => ": expected a percentage from 0 to 100",
+            Rule::Date => ": expected a real date written YYYY-MM-DD",
+            Rule::CardStatus => {
+                ": expected 1 (confirmed), 2 (pending confirmation) or 3 (rejected)"
+            }
+            Rule::AtLeastOne => ": expected a whole number of at least 1",
+            Rule::Currency => ": expected a three-letter currency code such as UAH",
+            Rule::SiteLink => ": expected an absolute http:// or https:// address",
+            Rule::Finite => ": the number is too large",
+        }
+    }
+
+    fn hint_uk(self) -> &'static str {
+        match self {
+            Rule::Email => "",
+            Rule::Phone => ": очікується + і від 7 до 15 цифр разом із кодом країни",
+            Rule::Percent => ": очікується відсоток від 0 до 100",
+            Rule::Date => ": очікується існуюча дата у форматі YYYY-MM-DD",
+            Rule::CardStatus => {
+                ": очікується 1 (підтверджено), 2 (очікує підтвердження) або 3 (відхилено)"
+            }
+            Rule::AtLeastOne => ": очікується ціле число не менше 1",
+            Rule::Currency => ": очікується трилітерний код валюти, наприклад UAH",
+            Rule::SiteLink => ": очікується повна адреса, що починається з http:// або https://",
+            Rule::Finite => ": число завелике",
+        }
+    }
+
+    fn hint_ru(self) -> &'static str {
+        match self {
+            Rule::Email => "",
+            Rule::Phone => ": ожидается + и от 7 до 15 цифр вместе с кодом страны",
+            Rule::Percent => ": ожидается процент от 0 до 100",
+            Rule::Date => ": ожидается существующая дата в формате YYYY-MM-DD",
+            Rule::CardStatus => {
+                ": ожидается 1 (подтверждено), 2 (ожидает подтверждения) или 3 (отклонено)"
+            }
+            Rule::AtLeastOne => ": ожидается целое число не меньше 1",
+            Rule::Currency => ": ожидается трехбуквенный код валюты, например UAH",
+            Rule::SiteLink => ": ожидается полный адрес, начинающийся с http:// или https://",
+            Rule::Finite => ": число слишком большое",
+        }
+    }
 }
 
 /// Something that happened to one user, or to the whole file.
@@ -124,16 +201,23 @@ pub enum Message {
     BadText {
         field: String,
     },
-    /// An object with a key that is not valid Unicode.
+    /// An object field (`within` names it) with a key that is not valid Unicode.
     BadKey {
         within: String,
     },
+    /// A user object with a key that is not valid Unicode.
+    BadUserKey,
     Duplicate {
         email: String,
         first: u64,
     },
     Unhandled {
         detail: String,
+    },
+    /// The stored record of this user cannot be decoded (code 3).
+    CorruptRecord {
+        key: String,
+        reason: String,
     },
     // Whole-file problems, for `ERROR` responses.
     NotUtf8 {
@@ -179,7 +263,7 @@ impl Message {
         match self {
             Message::Added { .. } | Message::Updated { .. } | Message::Unchanged { .. } => Code::Ok,
             Message::Missing { .. } | Message::NullMandatory { .. } => Code::Missing,
-            Message::Unhandled { .. } => Code::Unhandled,
+            Message::Unhandled { .. } | Message::CorruptRecord { .. } => Code::Unhandled,
             _ => Code::Invalid,
         }
     }
@@ -188,6 +272,8 @@ impl Message {
     pub fn text(&self, lang: Lang) -> String {
         match lang {
             Lang::En => self.text_en(),
+            Lang::Uk => self.text_uk(),
+            Lang::Ru => self.text_ru(),
         }
     }
 
@@ -212,20 +298,10 @@ impl Message {
                 found.article_en()
             ),
             Message::Invalid { field, value, rule } => {
-                let hint = match rule {
-                    Rule::Email => "",
-                    Rule::Phone => ": expected + and 7 to 15 digits, with the country code",
-                    Rule::Percent => ": expected a percentage from 0 to 100",
-                    Rule::Date => ": expected a real date written YYYY-MM-DD",
-                    Rule::CardStatus => {
-                        ": expected 1 (confirmed), 2 (pending confirmation) or 3 (rejected)"
-                    }
-                    Rule::AtLeastOne => ": expected a whole number of at least 1",
-                    Rule::Currency => ": expected a three-letter currency code such as UAH",
-                    Rule::SiteLink => ": expected an absolute http:// or https:// address",
-                    Rule::Finite => ": the number is too large",
-                };
-                format!("The {field} field ({value}) is set incorrectly{hint}")
+                format!(
+                    "The {field} field ({value}) is set incorrectly{}",
+                    rule.hint_en()
+                )
             }
             Message::TooLong { field, max } => {
                 format!("The {field} field is longer than {max} characters")
@@ -243,10 +319,17 @@ impl Message {
             Message::BadKey { within } => format!(
                 "A key of {within} is not valid Unicode text (it holds a lone surrogate escape)"
             ),
+            Message::BadUserKey => {
+                "A key of the user is not valid Unicode text (it holds a lone surrogate escape)"
+                    .to_owned()
+            }
             Message::Duplicate { email, first } => format!(
                 "The email {email} is given more than once in this file; it was first given by user {first}"
             ),
             Message::Unhandled { detail } => format!("Unhandled error: {detail}"),
+            Message::CorruptRecord { key, reason } => {
+                format!("Unhandled error: the stored record {key} cannot be read: {reason}")
+            }
             Message::NotUtf8 { line, column } => {
                 format!("The file is not valid UTF-8: invalid byte at line {line}, column {column}")
             }
@@ -270,11 +353,611 @@ impl Message {
             Message::TokenRejected => "Authorization failed: the token is not accepted".to_owned(),
         }
     }
+
+    fn text_uk(&self) -> String {
+        match self {
+            Message::Added { email } => format!("Користувача {email} успішно додано"),
+            Message::Updated { email } => format!("Користувача {email} успішно оновлено"),
+            Message::Unchanged { email } => {
+                format!("Дані користувача {email} уже актуальні, нічого не змінено")
+            }
+            Message::Missing { field } => format!("Відсутнє обов'язкове поле {field}"),
+            Message::NullMandatory { field } => {
+                format!("Обов'язкове поле {field} не може бути null")
+            }
+            Message::WrongType {
+                field,
+                expected,
+                found,
+            } => format!(
+                "Поле {field} має бути {}, а не {}",
+                expected.instrumental_uk(),
+                found.instrumental_uk()
+            ),
+            Message::Invalid { field, value, rule } => {
+                format!("Поле {field} ({value}) заповнено неправильно{}", rule.hint_uk())
+            }
+            Message::TooLong { field, max } => format!(
+                "Поле {field} довше за {max} {}",
+                plural(*max as u64, "символ", "символи", "символів")
+            ),
+            Message::UnknownField { field } => format!("Невідоме поле {field}"),
+            Message::RepeatedField { field } => {
+                format!("Поле {field} вказано більше одного разу")
+            }
+            Message::NotAnObject { found } => format!(
+                "Користувач має бути об'єктом JSON, а не {}",
+                found.instrumental_uk()
+            ),
+            Message::BadText { field } => format!(
+                "Поле {field} не є коректним текстом Unicode (містить екранований одиночний сурогат)"
+            ),
+            Message::BadKey { within } => format!(
+                "Один із ключів у полі {within} не є коректним текстом Unicode (містить екранований одиночний сурогат)"
+            ),
+            Message::BadUserKey => "Один із ключів користувача не є коректним текстом Unicode (містить екранований одиночний сурогат)".to_owned(),
+            Message::Duplicate { email, first } => format!(
+                "Email {email} вказано в цьому файлі більше одного разу; уперше — у користувача {first}"
+            ),
+            Message::Unhandled { detail } => format!("Необроблена помилка: {detail}"),
+            Message::CorruptRecord { key, reason } => format!(
+                "Необроблена помилка: не вдалося прочитати збережений запис {key}: {reason}"
+            ),
+            Message::NotUtf8 { line, column } => format!(
+                "Файл не є коректним текстом у кодуванні UTF-8: недопустимий байт у рядку {line}, стовпці {column}"
+            ),
+            Message::BadJson {
+                line,
+                column,
+                reason,
+            } => format!("Некоректний JSON у рядку {line}, стовпці {column}: {reason}"),
+            Message::BadShape {
+                line,
+                column,
+                reason,
+            } => format!(
+                "Це не запит users/import (рядок {line}, стовпець {column}): {reason}"
+            ),
+            Message::TooLarge { size, limit } => format!(
+                "Файл завеликий: {size} {}, обмеження — {limit} {} (--max-file-size)",
+                plural(*size, "байт", "байти", "байтів"),
+                plural(*limit, "байт", "байти", "байтів")
+            ),
+            Message::Unreadable { reason } => format!("Не вдалося прочитати файл: {reason}"),
+            Message::TokenMissing => "Authorization failed: у запиті немає токена".to_owned(),
+            Message::TokenRejected => "Authorization failed: токен не прийнято".to_owned(),
+        }
+    }
+
+    fn text_ru(&self) -> String {
+        match self {
+            Message::Added { email } => format!("Пользователь {email} успешно добавлен"),
+            Message::Updated { email } => format!("Пользователь {email} успешно обновлен"),
+            Message::Unchanged { email } => {
+                format!("Данные пользователя {email} уже актуальны, ничего не изменено")
+            }
+            Message::Missing { field } => format!("Отсутствует обязательное поле {field}"),
+            Message::NullMandatory { field } => {
+                format!("Обязательное поле {field} не может быть null")
+            }
+            Message::WrongType {
+                field,
+                expected,
+                found,
+            } => format!(
+                "Поле {field} должно быть {}, а не {}",
+                expected.instrumental_ru(),
+                found.instrumental_ru()
+            ),
+            Message::Invalid { field, value, rule } => {
+                format!("Поле {field} ({value}) заполнено неверно{}", rule.hint_ru())
+            }
+            // "длиннее" takes the genitive: 1 символа, 2 символов, 5 символов.
+            Message::TooLong { field, max } => format!(
+                "Поле {field} длиннее {max} {}",
+                plural(*max as u64, "символа", "символов", "символов")
+            ),
+            Message::UnknownField { field } => format!("Неизвестное поле {field}"),
+            Message::RepeatedField { field } => {
+                format!("Поле {field} указано более одного раза")
+            }
+            Message::NotAnObject { found } => format!(
+                "Пользователь должен быть объектом JSON, а не {}",
+                found.instrumental_ru()
+            ),
+            Message::BadText { field } => format!(
+                "Поле {field} не является корректным текстом Unicode (содержит экранированный одиночный суррогат)"
+            ),
+            Message::BadKey { within } => format!(
+                "Один из ключей в поле {within} не является корректным текстом Unicode (содержит экранированный одиночный суррогат)"
+            ),
+            Message::BadUserKey => "Один из ключей пользователя не является корректным текстом Unicode (содержит экранированный одиночный суррогат)".to_owned(),
+            Message::Duplicate { email, first } => format!(
+                "Email {email} указан в этом файле более одного раза; впервые — у пользователя {first}"
+            ),
+            Message::Unhandled { detail } => format!("Необработанная ошибка: {detail}"),
+            Message::CorruptRecord { key, reason } => format!(
+                "Необработанная ошибка: не удалось прочитать сохраненную запись {key}: {reason}"
+            ),
+            Message::NotUtf8 { line, column } => format!(
+                "Файл не является корректным текстом в кодировке UTF-8: недопустимый байт в строке {line}, столбце {column}"
+            ),
+            Message::BadJson {
+                line,
+                column,
+                reason,
+            } => format!("Некорректный JSON в строке {line}, столбце {column}: {reason}"),
+            Message::BadShape {
+                line,
+                column,
+                reason,
+            } => format!(
+                "Это не запрос users/import (строка {line}, столбец {column}): {reason}"
+            ),
+            Message::TooLarge { size, limit } => format!(
+                "Файл слишком большой: {size} {}, ограничение — {limit} {} (--max-file-size)",
+                plural(*size, "байт", "байта", "байт"),
+                plural(*limit, "байт", "байта", "байт")
+            ),
+            Message::Unreadable { reason } => format!("Не удалось прочитать файл: {reason}"),
+            Message::TokenMissing => "Authorization failed: в запросе нет токена".to_owned(),
+            Message::TokenRejected => "Authorization failed: токен не принят".to_owned(),
+        }
+    }
+}
+
+/// The form of a noun after the number `n` in Ukrainian and Russian, which share the
+/// rule: `one` after 1, 21, 101…; `few` after 2–4, 22–24…; `many` after the rest,
+/// including 11–14.
+fn plural<'a>(n: u64, one: &'a str, few: &'a str, many: &'a str) -> &'a str {
+    match (n % 10, n % 100) {
+        (_, 11..=14) => many,
+        (1, _) => one,
+        (2..=4, _) => few,
+        _ => many,
+    }
 }
 
 /// The language of response messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
+    /// English
     #[default]
     En,
+    /// Ukrainian (українська)
+    Uk,
+    /// Russian (русский)
+    Ru,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Status;
+
+    const LANGS: [Lang; 3] = [Lang::En, Lang::Uk, Lang::Ru];
+
+    const KINDS: [JsonKind; 7] = [
+        JsonKind::String,
+        JsonKind::Number,
+        JsonKind::Integer,
+        JsonKind::Boolean,
+        JsonKind::Object,
+        JsonKind::Array,
+        JsonKind::Null,
+    ];
+
+    const RULES: [Rule; 9] = [
+        Rule::Email,
+        Rule::Phone,
+        Rule::Percent,
+        Rule::Date,
+        Rule::CardStatus,
+        Rule::AtLeastOne,
+        Rule::Currency,
+        Rule::SiteLink,
+        Rule::Finite,
+    ];
+
+    /// Which variant a message is. No wildcard: a new variant does not compile until it
+    /// is given a number here, and then `every_variant_has_a_sample` fails until it is
+    /// given a sample.
+    fn variant(m: &Message) -> usize {
+        match m {
+            Message::Added { .. } => 0,
+            Message::Updated { .. } => 1,
+            Message::Unchanged { .. } => 2,
+            Message::Missing { .. } => 3,
+            Message::NullMandatory { .. } => 4,
+            Message::WrongType { .. } => 5,
+            Message::Invalid { .. } => 6,
+            Message::TooLong { .. } => 7,
+            Message::UnknownField { .. } => 8,
+            Message::RepeatedField { .. } => 9,
+            Message::NotAnObject { .. } => 10,
+            Message::BadText { .. } => 11,
+            Message::BadKey { .. } => 12,
+            Message::BadUserKey => 13,
+            Message::Duplicate { .. } => 14,
+            Message::Unhandled { .. } => 15,
+            Message::CorruptRecord { .. } => 16,
+            Message::NotUtf8 { .. } => 17,
+            Message::BadJson { .. } => 18,
+            Message::BadShape { .. } => 19,
+            Message::TooLarge { .. } => 20,
+            Message::Unreadable { .. } => 21,
+            Message::TokenMissing => 22,
+            Message::TokenRejected => 23,
+        }
+    }
+    const VARIANTS: usize = 24;
+
+    /// One message of each variant (every rule and every pair of kinds), each with the
+    /// input-derived pieces its text must carry unchanged in every language.
+    fn samples() -> Vec<(Message, Vec<&'static str>)> {
+        let s = |v: &str| v.to_owned();
+        let mut all = vec![
+            (
+                Message::Added {
+                    email: s("ivan@mail.net"),
+                },
+                vec!["ivan@mail.net"],
+            ),
+            (
+                Message::Updated {
+                    email: s("ivan@mail.net"),
+                },
+                vec!["ivan@mail.net"],
+            ),
+            (
+                Message::Unchanged {
+                    email: s("ivan@mail.net"),
+                },
+                vec!["ivan@mail.net"],
+            ),
+            (Message::Missing { field: s("title") }, vec!["title"]),
+            (Message::NullMandatory { field: s("email") }, vec!["email"]),
+            (
+                Message::TooLong {
+                    field: s("company"),
+                    max: 255,
+                },
+                vec!["company", "255"],
+            ),
+            (
+                Message::UnknownField {
+                    field: s("nickname"),
+                },
+                vec!["nickname"],
+            ),
+            (Message::RepeatedField { field: s("phone") }, vec!["phone"]),
+            (Message::BadText { field: s("note") }, vec!["note"]),
+            (
+                Message::BadKey {
+                    within: s("discount_card"),
+                },
+                vec!["discount_card"],
+            ),
+            (Message::BadUserKey, vec![]),
+            (
+                Message::Duplicate {
+                    email: s("ivan@mail.net"),
+                    first: 17,
+                },
+                vec!["ivan@mail.net", "17"],
+            ),
+            (
+                Message::Unhandled {
+                    detail: s("disk on fire"),
+                },
+                vec!["disk on fire"],
+            ),
+            (
+                Message::CorruptRecord {
+                    key: s("ivan@mail.net"),
+                    reason: s("EOF while parsing"),
+                },
+                vec!["ivan@mail.net", "EOF while parsing"],
+            ),
+            (
+                Message::NotUtf8 {
+                    line: 7,
+                    column: 42,
+                },
+                vec!["7", "42"],
+            ),
+            (
+                Message::BadJson {
+                    line: 7,
+                    column: 42,
+                    reason: s("expected value"),
+                },
+                vec!["7", "42", "expected value"],
+            ),
+            (
+                Message::BadShape {
+                    line: 7,
+                    column: 42,
+                    reason: s("missing field `users`"),
+                },
+                vec!["7", "42", "missing field `users`"],
+            ),
+            (
+                Message::TooLarge {
+                    size: 2049,
+                    limit: 2048,
+                },
+                vec!["2049", "2048", "--max-file-size"],
+            ),
+            (
+                Message::Unreadable {
+                    reason: s("Permission denied (os error 13)"),
+                },
+                vec!["Permission denied (os error 13)"],
+            ),
+            (Message::TokenMissing, vec!["Authorization failed"]),
+            (Message::TokenRejected, vec!["Authorization failed"]),
+        ];
+        for expected in KINDS {
+            for found in KINDS {
+                all.push((
+                    Message::WrongType {
+                        field: s("discount_card.discount"),
+                        expected,
+                        found,
+                    },
+                    vec!["discount_card.discount"],
+                ));
+            }
+            all.push((Message::NotAnObject { found: expected }, vec![]));
+        }
+        for rule in RULES {
+            all.push((
+                Message::Invalid {
+                    field: s("phone"),
+                    value: s("+38 (063) 12"),
+                    rule,
+                },
+                vec!["phone", "+38 (063) 12"],
+            ));
+        }
+        all
+    }
+
+    #[test]
+    fn every_variant_has_a_sample() {
+        let mut seen = [false; VARIANTS];
+        for (m, _) in samples() {
+            seen[variant(&m)] = true;
+        }
+        let missing: Vec<usize> = (0..VARIANTS).filter(|&i| !seen[i]).collect();
+        assert!(missing.is_empty(), "variants without a sample: {missing:?}");
+    }
+
+    #[test]
+    fn every_message_renders_in_every_language_and_uk_ru_differ_from_en() {
+        for (m, _) in samples() {
+            let [en, uk, ru] = LANGS.map(|l| m.text(l));
+            for text in [&en, &uk, &ru] {
+                assert!(!text.trim().is_empty(), "{m:?}");
+                assert_eq!(text.trim(), text, "{m:?}: stray whitespace");
+            }
+            assert_ne!(uk, en, "{m:?}");
+            assert_ne!(ru, en, "{m:?}");
+            assert_ne!(uk, ru, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn input_values_stay_verbatim_in_every_language() {
+        for (m, literals) in samples() {
+            for lang in LANGS {
+                let text = m.text(lang);
+                for literal in &literals {
+                    assert!(text.contains(literal), "{lang:?} {m:?}: {text}");
+                }
+            }
+        }
+    }
+
+    /// What is left of a uk/ru text once the input values and the words that stay
+    /// English on purpose are taken out must be Cyrillic: an English word left there
+    /// is a missed translation.
+    #[test]
+    fn uk_and_ru_leave_no_english_words() {
+        const KEPT: [&str; 12] = [
+            "Authorization failed",
+            "--max-file-size",
+            "users/import",
+            "YYYY-MM-DD",
+            "https://",
+            "http://",
+            "Unicode",
+            "UTF-8",
+            "Email",
+            "JSON",
+            "null",
+            "UAH",
+        ];
+        for (m, literals) in samples() {
+            for lang in [Lang::Uk, Lang::Ru] {
+                let mut rest = m.text(lang);
+                for word in literals.iter().chain(KEPT.iter()) {
+                    rest = rest.replace(word, " ");
+                }
+                assert!(
+                    !rest.chars().any(|c| c.is_ascii_alphabetic()),
+                    "{lang:?} {m:?}: {rest}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ukrainian_and_russian_letters_do_not_mix() {
+        for (m, _) in samples() {
+            let uk = m.text(Lang::Uk);
+            let ru = m.text(Lang::Ru);
+            assert!(!uk.contains(['ы', 'э', 'ъ', 'ё', 'Ы', 'Э']), "{uk}");
+            assert!(!ru.contains(['і', 'ї', 'є', 'ґ', 'І', 'Ї', 'Є']), "{ru}");
+        }
+    }
+
+    #[test]
+    fn authorization_messages_begin_in_english_in_every_language() {
+        for m in [Message::TokenMissing, Message::TokenRejected] {
+            for lang in LANGS {
+                let text = m.text(lang);
+                assert!(text.starts_with("Authorization failed: "), "{text}");
+            }
+        }
+        assert_eq!(
+            Message::TokenMissing.text(Lang::Uk),
+            "Authorization failed: у запиті немає токена"
+        );
+        assert_eq!(
+            Message::TokenRejected.text(Lang::Ru),
+            "Authorization failed: токен не принят"
+        );
+    }
+
+    #[test]
+    fn kinds_after_must_be_and_not_are_instrumental() {
+        let m = Message::WrongType {
+            field: "email".into(),
+            expected: JsonKind::String,
+            found: JsonKind::Number,
+        };
+        assert_eq!(
+            m.text(Lang::En),
+            "The email field must be a string, not a number"
+        );
+        assert_eq!(m.text(Lang::Uk), "Поле email має бути рядком, а не числом");
+        assert_eq!(
+            m.text(Lang::Ru),
+            "Поле email должно быть строкой, а не числом"
+        );
+        let m = Message::NotAnObject {
+            found: JsonKind::Array,
+        };
+        assert_eq!(
+            m.text(Lang::Uk),
+            "Користувач має бути об'єктом JSON, а не масивом"
+        );
+        assert_eq!(
+            m.text(Lang::Ru),
+            "Пользователь должен быть объектом JSON, а не массивом"
+        );
+    }
+
+    #[test]
+    fn counted_nouns_agree_with_the_number() {
+        let cases = [
+            (1, "символ"),
+            (2, "символи"),
+            (4, "символи"),
+            (5, "символів"),
+            (11, "символів"),
+            (12, "символів"),
+            (21, "символ"),
+            (22, "символи"),
+            (111, "символів"),
+            (255, "символів"),
+            (1000, "символів"),
+        ];
+        for (n, word) in cases {
+            assert_eq!(plural(n, "символ", "символи", "символів"), word, "{n}");
+        }
+        let too_long = |max| Message::TooLong {
+            field: "note".into(),
+            max,
+        };
+        assert_eq!(
+            too_long(2000).text(Lang::Uk),
+            "Поле note довше за 2000 символів"
+        );
+        assert_eq!(
+            too_long(2000).text(Lang::Ru),
+            "Поле note длиннее 2000 символов"
+        );
+        assert_eq!(too_long(21).text(Lang::Ru), "Поле note длиннее 21 символа");
+        assert_eq!(too_long(3).text(Lang::Uk), "Поле note довше за 3 символи");
+        let large = Message::TooLarge { size: 22, limit: 1 };
+        assert_eq!(
+            large.text(Lang::Uk),
+            "Файл завеликий: 22 байти, обмеження — 1 байт (--max-file-size)"
+        );
+        assert_eq!(
+            large.text(Lang::Ru),
+            "Файл слишком большой: 22 байта, ограничение — 1 байт (--max-file-size)"
+        );
+    }
+
+    /// The same log written in each language: after the texts are taken out, the
+    /// documents are identical, codes included.
+    #[test]
+    fn codes_and_structure_do_not_depend_on_the_language() {
+        let log: Vec<Vec<Message>> = samples().into_iter().map(|(m, _)| vec![m]).collect();
+        let render = |lang: Lang, status: Status, message: Option<&Message>| {
+            let mut out = Vec::new();
+            let chunk = Ok(log.clone());
+            crate::response::write_json(&mut out, status, message, std::iter::once(chunk), lang)
+                .expect("the response is written");
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&out).expect("the response is JSON");
+            let mut texts = Vec::new();
+            strip_messages(&mut v, &mut texts);
+            (v, texts)
+        };
+        for (status, message) in [
+            (Status::Warning, None),
+            (Status::Error, Some(&Message::TokenRejected)),
+        ] {
+            let (en, en_texts) = render(Lang::En, status, message);
+            for lang in [Lang::Uk, Lang::Ru] {
+                let (other, texts) = render(lang, status, message);
+                assert_eq!(other, en, "{lang:?}");
+                assert_eq!(texts.len(), en_texts.len());
+                assert_ne!(texts, en_texts, "{lang:?}");
+            }
+        }
+        let codes: Vec<Code> = log.iter().map(|entry| entry[0].code()).collect();
+        assert!(codes.contains(&Code::Ok) && codes.contains(&Code::Missing));
+        assert!(codes.contains(&Code::Invalid) && codes.contains(&Code::Unhandled));
+    }
+
+    fn strip_messages(v: &mut serde_json::Value, texts: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    if key == "message" {
+                        texts.push(value.as_str().unwrap_or_default().to_owned());
+                        *value = serde_json::Value::Null;
+                    } else {
+                        strip_messages(value, texts);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    strip_messages(item, texts);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn stored_messages_of_earlier_versions_still_read() {
+        // Records written before BadUserKey and CorruptRecord existed hold these.
+        let old: Message =
+            serde_json::from_str(r#"{"BadKey":{"within":"the user"}}"#).expect("old BadKey");
+        assert_eq!(
+            old.text(Lang::En),
+            Message::BadUserKey.text(Lang::En),
+            "English output is unchanged by the new variant"
+        );
+        let m: Message = serde_json::from_str(r#""BadUserKey""#).expect("unit variant");
+        assert_eq!(m, Message::BadUserKey);
+    }
 }

@@ -485,8 +485,7 @@ fn apply_verdict(
         // One unreadable record must not stop the file: that user gets code 3.
         Err(StoreError::Corrupt { key, reason }) => {
             counts.rejected += 1;
-            let detail = format!("the stored record {key} cannot be read: {reason}");
-            return Ok((vec![Message::Unhandled { detail }], None));
+            return Ok((vec![Message::CorruptRecord { key, reason }], None));
         }
         Err(e) => return Err(e.into()),
     };

@@ -42,10 +42,7 @@ impl Validator {
             Element::Other(found) => {
                 return Verdict::Rejected(vec![Message::NotAnObject { found }]);
             }
-            Element::BadKey => {
-                let within = "the user".to_owned();
-                return Verdict::Rejected(vec![Message::BadKey { within }]);
-            }
+            Element::BadKey => return Verdict::Rejected(vec![Message::BadUserKey]),
         };
         let patch = user_fields(&fields, &mut problems);
         if let Some(email) = &patch.email {
