@@ -77,6 +77,15 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Print a JSON Schema (draft 2020-12) of the request file, for editors and CI.
+    Schema,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 /// Options every command takes.
@@ -192,6 +201,11 @@ impl Cli {
                 | Command::Export { common, .. }
                 | Command::Stats { common, .. },
             ) => common,
+            // They take no options and never open the store: the defaults only set
+            // up logging.
+            Some(Command::Schema | Command::Completions { .. } | Command::Man) => {
+                &self.run.processing.common
+            }
         }
     }
 }
@@ -369,4 +383,43 @@ pub fn startup(store: &Store, inbox_dir: &Path, settings: &Settings) -> Result<(
         tracing::info!(replayed, "wrote the responses an interrupted run held back");
     }
     Ok(())
+}
+
+/// `schema`: the request's JSON Schema.
+pub fn schema() -> ExitCode {
+    let mut text = Vec::new();
+    let made = serde_json::to_writer_pretty(&mut text, &crate::schema::request_schema());
+    print(made.map(|()| text).map_err(io::Error::from))
+}
+
+/// `completions SHELL`
+pub fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut text = Vec::new();
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cli, "userdrop", &mut text);
+    print(Ok(text))
+}
+
+/// `man`: userdrop(1).
+pub fn man() -> ExitCode {
+    let mut text = Vec::new();
+    let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+    print(man.render(&mut text).map(|()| text))
+}
+
+/// Prints generated text whole, or says why not; a closed pipe is an error like any
+/// other rather than a panic.
+fn print(text: io::Result<Vec<u8>>) -> ExitCode {
+    let mut out = io::stdout().lock();
+    let written = text.and_then(|mut text| {
+        if !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        out.write_all(&text)?;
+        out.flush()
+    });
+    match written {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => fail(&e),
+    }
 }

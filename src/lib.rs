@@ -15,6 +15,7 @@ pub mod model;
 pub mod process;
 pub mod request;
 pub mod response;
+pub mod schema;
 pub mod store;
 pub mod validate;
 pub mod watch;

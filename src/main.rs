@@ -40,5 +40,8 @@ fn main() -> ExitCode {
             cli::read(&Query::Export { format: *format }, common)
         }
         Some(Command::Stats { json, common }) => cli::read(&Query::Stats { json: *json }, common),
+        Some(Command::Schema) => cli::schema(),
+        Some(Command::Completions { shell }) => cli::completions(*shell),
+        Some(Command::Man) => cli::man(),
     }
 }

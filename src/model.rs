@@ -3,6 +3,7 @@
 //! store and the exporters never re-check anything.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::fmt;
@@ -290,15 +291,23 @@ impl From<CardStatus> for u8 {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The user's personal discount card. Each field merges on its own: absent keeps the
+/// stored value, `null` clears it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscountCard {
+    /// Personal discount in percent, 0 to 100 inclusive, may be fractional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub discount: Option<Number>,
+    /// Personal discount on or off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
+    /// Valid until this day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::schema::CalendarDate>")]
     pub date_limit: Option<NaiveDate>,
+    /// Status of the card.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<CardStatus>,
 }
@@ -311,37 +320,55 @@ impl DiscountCard {
 
 /// The data of one user, in the shape of a `users/import` element: serialising it
 /// gives a user that re-imports to itself.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserData {
+    /// Full name; mandatory.
     pub title: String,
+    /// Mandatory; the key of the store, unique within a file.
     pub email: Email,
+    /// Phone number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<Phone>,
+    /// Default delivery country.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+    /// Default delivery city.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub city: Option<String>,
+    /// Default delivery address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Personal discount card.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discount_card: Option<DiscountCard>,
+    /// B2B: the customer group, 1 or more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub customer_group_id: Option<u64>,
+    /// B2B: the balance, may be negative; stored and exported exactly as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<Number>,
+    /// B2B: the balance's currency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance_currency: Option<Currency>,
+    /// B2B: the shop manager assigned, 1 or more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub manager_id: Option<u64>,
+    /// B2B: the company's site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site_link: Option<SiteLink>,
+    /// B2B: company name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company: Option<String>,
+    /// B2B: position in the company.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// Subscribed to the shop's newsletter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newsletter_subscription: Option<bool>,
+    /// The shop's note on the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }

@@ -83,7 +83,9 @@ impl Draft {
     }
 }
 
-const FIELDS_MAX: [(&str, usize); 7] = [
+/// The length limits of SPEC §1, in characters after trimming. `schema` publishes
+/// these same numbers, so the schema cannot drift from what is checked here.
+pub(crate) const FIELDS_MAX: [(&str, usize); 7] = [
     ("country", 255),
     ("city", 255),
     ("address", 1000),

@@ -1,0 +1,292 @@
+//! `userdrop schema`: a JSON Schema (draft 2020-12) of the request file, so that export
+//! scripts can check a file in an editor or CI before it reaches the inbox.
+//!
+//! It is derived from the types in `model` and the length limits in `validate`, so it
+//! follows them when they change. The value types' rules are written here as patterns.
+//! They aim to accept every user the daemon accepts and to reject as much of the rest
+//! as JSON Schema can say; what it cannot say is in [`NOT_CHECKED`] and in the README.
+
+use crate::model::{CardStatus, Currency, Email, Number, Phone, SiteLink, UserData};
+use crate::validate::FIELDS_MAX;
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// What `userdrop` checks that this schema does not; published in the schema's own
+/// description so that a "valid" verdict is read for what it is.
+pub const NOT_CHECKED: &str = "Not checked by this schema (the daemon checks them): \
+    the same email twice in one file; a key repeated within one object; integers \
+    written with a fraction or exponent (1.0, 1e2), which the daemon refuses; numbers \
+    too large for a 64-bit float (1e400); the exact-decimal edge of discount (a value \
+    that rounds to 100 as a float but is above it); site_link is only checked to start \
+    with http: or https: and name something, not parsed as a URL; the token's value.";
+
+/// Whitespace as Rust's `str::trim` sees it (Unicode White_Space). Spelled out because
+/// `\s` is a slightly different set in JavaScript (editors) and in Rust's regex crate.
+const WS: &str = r"[\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+const NOT_WS: &str = r"[^\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]";
+
+/// A pattern for a string that, once trimmed, is `core`, or is empty when `blank_ok`
+/// (an optional field given as a blank string counts as absent, SPEC §1).
+fn trimmed(core: &str, blank_ok: bool) -> String {
+    let optional = if blank_ok { "?" } else { "" };
+    format!("^{WS}*(?:{core}){optional}{WS}*$")
+}
+
+/// A pattern for text of at most `max` characters after trimming. Between leading and
+/// trailing whitespace at most `max` characters remain, and whatever is not whitespace
+/// lies among them; a mandatory field must have one that is not.
+fn text_pattern(max: usize, mandatory: bool) -> String {
+    if mandatory {
+        let rest = max.saturating_sub(1);
+        format!(r"^{WS}*{NOT_WS}[\s\S]{{0,{rest}}}{WS}*$")
+    } else {
+        format!(r"^{WS}*[\s\S]{{0,{max}}}{WS}*$")
+    }
+}
+
+/// A `YYYY-MM-DD` that exists in the proleptic Gregorian calendar, as chrono reads it.
+fn date_pattern() -> String {
+    let common = "[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])\
+        |(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)";
+    // Leap years: divisible by 4, and centuries only when divisible by 400.
+    let leap = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29";
+    trimmed(&format!("{common}|{leap}"), true)
+}
+
+/// A users/import request file, as userdrop reads it from its inbox. Keys other than
+/// token and users are ignored.
+#[derive(JsonSchema)]
+#[schemars(title = "userdrop users/import request")]
+// Only its schema is used: the daemon streams the file instead (see `request`).
+#[allow(dead_code)]
+struct Request {
+    /// Must match one of the daemon's configured tokens; optional and ignored when it
+    /// has none.
+    // Not `Option`: `null` is not a token, and is refused once tokens are configured.
+    #[schemars(with = "String")]
+    token: Option<String>,
+    /// The users to add or update (keyed by email), in order. A user with any problem
+    /// is rejected whole; the others are still applied.
+    users: Vec<UserData>,
+}
+
+/// The schema `userdrop schema` prints.
+pub fn request_schema() -> Value {
+    let generator = SchemaSettings::draft2020_12().into_generator();
+    let mut schema = generator.into_root_schema_for::<Request>().to_value();
+    // `with = "String"` made the token look mandatory; the daemon takes a file without.
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|name| name != "token");
+    }
+    if let Some(Value::String(description)) = schema.get_mut("description") {
+        description.push_str("\n\n");
+        description.push_str(NOT_CHECKED);
+    }
+    if let Some(user) = schema.pointer_mut("/$defs/UserData") {
+        user["description"] = Value::from(
+            "One user. title and email are mandatory; every other field is optional. \
+             A field given as null clears the stored value (not allowed for title and \
+             email); a string field that is blank after trimming counts as absent. \
+             Strings are trimmed; types are strict (\"3\" is not a number).",
+        );
+        if let Some(Value::Object(properties)) = user.get_mut("properties") {
+            for (field, max) in FIELDS_MAX {
+                if let Some(Value::Object(property)) = properties.get_mut(field) {
+                    let mandatory = field == "title";
+                    property.insert("pattern".into(), text_pattern(max, mandatory).into());
+                    let limit = format!(" At most {max} characters after trimming.");
+                    match property.get_mut("description") {
+                        Some(Value::String(d)) => d.push_str(&limit),
+                        _ => {
+                            property.insert("description".into(), limit.trim().into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    unwrap_doc_lines(&mut schema);
+    schema
+}
+
+/// Joins the lines of descriptions taken from doc comments, which are wrapped for the
+/// source and not for an editor's tooltip; blank lines still part paragraphs.
+fn unwrap_doc_lines(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|paragraph| paragraph.replace('\n', " "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_doc_lines(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unwrap_doc_lines),
+        _ => {}
+    }
+}
+
+/// A string schema for the newtypes below.
+fn string_rule(description: &str, pattern: String) -> Schema {
+    json_schema!({
+        "type": "string",
+        "description": description,
+        "pattern": pattern,
+    })
+}
+
+impl JsonSchema for Email {
+    fn schema_name() -> Cow<'static, str> {
+        "Email".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let atext = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]";
+        let label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+        let shape = format!(r"{atext}+(?:\.{atext}+)*@{label}(?:\.{label})+");
+        // One pattern cannot count the parts of an address and check their shape at
+        // once without look-ahead, which not every validator has; hence the allOf.
+        json_schema!({
+            "type": "string",
+            "description": "local@domain, ASCII only: the local part 1 to 64 characters of \
+                letters, digits, !#$%&'*+/=?^_`{|}~- and single inner dots; the domain at \
+                least two dot-separated labels of letters, digits and inner hyphens, 1 to \
+                63 characters each, the last not all digits; at most 254 characters in \
+                all. Trimmed and lower-cased by the daemon.",
+            "pattern": trimmed(&shape, false),
+            "allOf": [
+                {"pattern": format!("^{WS}*[^@]{{1,64}}@")},
+                {"pattern": format!("^{WS}*{NOT_WS}{{1,254}}{WS}*$")},
+                {"not": {"pattern": format!(r"\.[0-9]+{WS}*$")}},
+            ],
+        })
+    }
+}
+
+impl JsonSchema for Phone {
+    fn schema_name() -> Cow<'static, str> {
+        "Phone".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_rule(
+            "With the country code: + then 7 to 15 digits; spaces, dashes, dots and \
+             parentheses may separate them and are removed when stored.",
+            trimmed(r"\+[ .()-]*(?:[0-9][ .()-]*){7,15}", true),
+        )
+    }
+}
+
+impl JsonSchema for Currency {
+    fn schema_name() -> Cow<'static, str> {
+        "Currency".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_rule(
+            "B2B: the balance's currency, three ASCII letters (ISO 4217 style), stored \
+             upper-cased.",
+            trimmed("[A-Za-z]{3}", true),
+        )
+    }
+}
+
+impl JsonSchema for SiteLink {
+    fn schema_name() -> Cow<'static, str> {
+        "SiteLink".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // The daemon parses the link as browsers do (WHATWG), which takes forms such as
+        // `http:example.com`; a stricter pattern here would refuse links it accepts.
+        string_rule(
+            "B2B: the company's site, an absolute http or https URL with a host. Only \
+             the scheme is checked here; the daemon parses the whole URL.",
+            trimmed(r"[Hh][Tt][Tt][Pp][Ss]?:[\s\S]*[^\t-\r /\\][\s\S]*", true),
+        )
+    }
+}
+
+impl JsonSchema for Number {
+    // A plain number: inlined so that a field's range sits beside its type.
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Number".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "number",
+        })
+    }
+}
+
+impl JsonSchema for CardStatus {
+    fn schema_name() -> Cow<'static, str> {
+        "CardStatus".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "integer",
+            "enum": [1, 2, 3],
+            "description": "The card's status: 1 confirmed, 2 pending confirmation, 3 rejected.",
+        })
+    }
+}
+
+/// `discount_card.date_limit`, whose Rust type (chrono's) has no schema of its own.
+pub struct CalendarDate;
+
+impl JsonSchema for CalendarDate {
+    fn schema_name() -> Cow<'static, str> {
+        "CalendarDate".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // Not `"format": "date"`: formats are only annotations in 2020-12 unless a
+        // validator is told otherwise, and it would refuse the surrounding whitespace
+        // the daemon trims.
+        string_rule(
+            "YYYY-MM-DD, a day that exists (leap years included).",
+            date_pattern(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_length_limit_is_published() {
+        let schema = request_schema();
+        for (field, max) in FIELDS_MAX {
+            let pointer = format!("/$defs/UserData/properties/{field}/pattern");
+            let pattern = schema.pointer(&pointer).and_then(Value::as_str);
+            let expected = text_pattern(max, field == "title");
+            assert_eq!(pattern, Some(expected.as_str()), "{field}");
+        }
+    }
+
+    #[test]
+    fn title_and_email_are_required_and_unknown_keys_refused() {
+        let schema = request_schema();
+        let user = schema.pointer("/$defs/UserData");
+        let required = user.and_then(|u| u.get("required"));
+        assert_eq!(required, Some(&serde_json::json!(["title", "email"])));
+        let extra = user.and_then(|u| u.get("additionalProperties"));
+        assert_eq!(extra, Some(&Value::Bool(false)));
+    }
+}
