@@ -30,6 +30,8 @@ pub struct DaemonOptions {
     pub once: bool,
     /// The store's folder, for the start-up line.
     pub store: PathBuf,
+    /// systemd, metrics and config reload (see `hooks`).
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// Whether a file is ready: it parses, or it stopped changing for the settle time.
@@ -90,19 +92,22 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         signal_hook::flag::register(signal, Arc::clone(flag))
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
-    let settings = &Settings {
+    // Owned, because SIGHUP may replace it (ops hook).
+    let mut current = Settings {
         stop: Some(Arc::clone(&stop)),
         ..settings.clone()
     };
+    let mut settle = options.settle;
     let mut watch = Watch::new(&options.inbox, options.poll, options.rescan)?;
     tracing::info!(
         inbox = %options.inbox.display(),
         store = %options.store.display(),
         mode = %watch.mode(),
         settle_ms = options.settle.as_millis() as u64,
-        authorization = settings.auth.is_on(),
+        authorization = current.auth.is_on(),
         "userdrop started"
     );
+    options.hooks.started(&options.inbox, Arc::clone(&stop));
     let mut readiness = Readiness::default();
     let mut unreadable = std::collections::HashSet::new();
     let mut all_ok = true;
@@ -114,6 +119,7 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             let cap = Duration::from_millis(if readiness.waiting_for_any() { 50 } else { 200 });
             scan = watch.wait(cap) || readiness.waiting_for_any();
             if hangup.swap(false, Ordering::Relaxed) {
+                options.hooks.reload(&mut current, &mut settle);
                 tracing::info!("SIGHUP: rescanning the inbox");
                 scan = true;
             }
@@ -132,13 +138,14 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             }
             // With --once, a file that is not ready yet is judged now: nothing will
             // wait for it to settle.
-            if !options.once && !readiness.ready(&file, settings, options.settle) {
+            if !options.once && !readiness.ready(&file, &current, settle) {
                 continue;
             }
             let started = Instant::now();
-            match process::apply_file(store, &file, settings) {
+            match process::apply_file(store, &file, &current) {
                 Ok(record) => {
                     crate::cli::log_file(&record, started);
+                    options.hooks.file_done(&record, started.elapsed());
                     all_ok &= record.status == crate::model::Status::Ok;
                 }
                 // The file vanished between the scan and the read: nothing to answer.
@@ -161,6 +168,7 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             break;
         }
     }
+    options.hooks.stopping();
     store.flush().map_err(|e| e.to_string())?;
     Ok(all_ok)
 }
