@@ -449,7 +449,10 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>) -> ExitCode {
         store: args.processing.common.db.clone(),
         hooks: Hooks {
             metrics: metrics.map(|m| Arc::new(Mutex::new(m))),
-            reload: reloader.map(|r| reload_with(r, args.clone())),
+            // Without a config file, SIGHUP only rescans, as it always did.
+            reload: reloader
+                .filter(|r| r.file().is_some())
+                .map(|r| reload_with(r, args.clone())),
             ..Hooks::default()
         },
     };
@@ -475,14 +478,11 @@ fn open_metrics(p: &Processing, store: &Store) -> Result<Option<Metrics>, String
 /// with (`started`) to tell which changes need a restart.
 fn reload_with(reloader: Reloader, started: RunArgs) -> Reload {
     Arc::new(move || {
-        let Some(file) = reloader.file() else {
-            return Err("no config file was given (--config FILE) to reload".to_owned());
-        };
-        let file = file.display().to_string();
+        let file = reloader.file().map(|f| f.display().to_string());
         let (fresh, ignored) = reloader.reload(&started).map_err(|e| e.to_string())?;
         if !ignored.is_empty() {
             tracing::warn!(
-                config = %file,
+                config = %file.as_deref().unwrap_or_default(),
                 keys = %ignored.join(", "),
                 "these keys changed but take effect only at a restart"
             );

@@ -81,6 +81,11 @@ impl Hooks {
                     settle_ms = settle.as_millis() as u64,
                     "SIGHUP: configuration reloaded"
                 );
+                if !settings.auth.is_on() {
+                    tracing::warn!(
+                        "no token configured: requests are accepted without authorization"
+                    );
+                }
                 self.systemd.status("configuration reloaded; watching");
             }
             Err(e) => {
