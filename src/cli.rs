@@ -1,11 +1,14 @@
 //! The command line (SPEC §6): argument definitions and one function per command.
 //! Each function returns the process exit code.
 
+use crate::config::{self, ConfigError, Effective, Reloader};
 use crate::control::{self, Query};
 use crate::daemon::{self, DaemonOptions};
 use crate::export::Format;
+use crate::hooks::{Hooks, Reload, Reloaded};
 use crate::inbox;
 use crate::messages::Lang;
+use crate::metrics::Metrics;
 use crate::model::Status;
 use crate::process::{self, Auth, Settings};
 use crate::response;
@@ -14,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every file was `OK`.
@@ -86,22 +90,45 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
+    /// Print the effective configuration: every setting, its value and where it comes
+    /// from (flag, env, file or default). Tokens are counted, never shown.
+    Config {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
 pub struct Common {
+    /// A TOML config file: a key for every option below (flags and USERDROP_*
+    /// variables take precedence over it).
+    #[arg(long, value_name = "FILE", env = "USERDROP_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The store's folder (created if missing; keep it outside the inbox).
-    #[arg(long, value_name = "DIR", default_value = "data")]
+    #[arg(long, value_name = "DIR", default_value = "data", env = "USERDROP_DB")]
     pub db: PathBuf,
     /// sled's page cache, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = 64,
+        env = "USERDROP_CACHE_MB"
+    )]
     pub cache_mb: u64,
     /// Log level for stderr (overridden by RUST_LOG).
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value = "info",
+        env = "USERDROP_LOG_LEVEL"
+    )]
     pub log_level: String,
     /// Log format for stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "USERDROP_LOG_FORMAT")]
     pub log_format: LogFormat,
 }
 
@@ -124,14 +151,18 @@ pub struct Processing {
     )]
     pub tokens: Vec<String>,
     /// Files larger than this are rejected with ERROR without being read.
-    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024, env = "USERDROP_MAX_FILE_SIZE")]
     pub max_file_size: u64,
     /// Language of the response messages.
-    #[arg(long, value_enum, default_value_t = Lang::En)]
+    #[arg(long, value_enum, default_value_t = Lang::En, env = "USERDROP_LANG")]
     pub lang: Lang,
     /// Users applied per atomic step; bounds memory and what a crash can cut short.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_STEP_USERS")]
     pub step_users: u64,
+    /// Write Prometheus metrics (text format, for node_exporter's textfile collector)
+    /// to this file after every processed file (run and import).
+    #[arg(long, value_name = "PATH", env = "USERDROP_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -160,22 +191,32 @@ pub struct ImportArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// The inbox folder.
-    #[arg(long, value_name = "DIR", default_value = "watch")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "watch",
+        env = "USERDROP_WATCH"
+    )]
     pub watch: PathBuf,
     /// Process the requests waiting in the inbox, then exit.
     #[arg(long)]
     pub once: bool,
     /// Poll the inbox every MS milliseconds instead of using inotify events (for
     /// NFS/SMB/FUSE mounts, where events do not arrive).
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_POLL")]
     pub poll: Option<u64>,
     /// Full rescan of the inbox every SECS seconds, in both modes, so that no file is
     /// missed after an event-queue overflow.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_RESCAN")]
     pub rescan: u64,
     /// How long a file that does not parse must stay unchanged before it gets ERROR,
     /// in milliseconds (a partial upload is waited for until then).
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 2000,
+        env = "USERDROP_SETTLE"
+    )]
     pub settle: u64,
     #[command(flatten)]
     pub processing: Processing,
@@ -194,7 +235,7 @@ impl Cli {
     pub fn common(&self) -> &Common {
         match &self.command {
             None => &self.run.processing.common,
-            Some(Command::Run(a)) => &a.processing.common,
+            Some(Command::Run(a) | Command::Config { run: a, .. }) => &a.processing.common,
             Some(Command::Import(a) | Command::Check(a)) => &a.processing.common,
             Some(
                 Command::Get { common, .. }
@@ -207,6 +248,62 @@ impl Cli {
                 &self.run.processing.common
             }
         }
+    }
+}
+
+/// Bad usage, including a config file that is wrong (unknown key, bad value).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Applies the config file to the parsed arguments (see `config`): `matches` are
+/// those `args` were parsed from. Returns the effective configuration and, for the
+/// daemon, what SIGHUP needs to read the file again.
+pub fn configure(
+    args: &mut Cli,
+    matches: &clap::ArgMatches,
+) -> Result<(Effective, Option<Reloader>), ConfigError> {
+    // The default command's options sit at the top level, a subcommand's under it.
+    let own = matches.subcommand().map_or(matches, |(_, m)| m);
+    match &mut args.command {
+        None => daemon_config(&mut args.run, own),
+        Some(Command::Run(run)) => daemon_config(run, own),
+        Some(Command::Config { run, .. }) => Ok((config::resolve_run(run, own)?, None)),
+        Some(Command::Import(a) | Command::Check(a)) => {
+            Ok((config::resolve_processing(&mut a.processing, own)?, None))
+        }
+        Some(
+            Command::Get { common, .. }
+            | Command::Export { common, .. }
+            | Command::Stats { common, .. },
+        ) => Ok((config::resolve_common(common, own)?, None)),
+        // They take no options and never open the store: nothing to configure.
+        Some(Command::Schema | Command::Completions { .. } | Command::Man) => Ok((
+            Effective {
+                file: None,
+                entries: Vec::new(),
+            },
+            None,
+        )),
+    }
+}
+
+fn daemon_config(
+    run: &mut RunArgs,
+    own: &clap::ArgMatches,
+) -> Result<(Effective, Option<Reloader>), ConfigError> {
+    let reloader = Reloader::new(run.clone(), own.clone());
+    Ok((config::resolve_run(run, own)?, Some(reloader)))
+}
+
+/// `config`: the effective configuration.
+pub fn show_config(effective: &Effective, json: bool) -> ExitCode {
+    let text = if json {
+        format!("{}\n", config::render_json(effective))
+    } else {
+        config::render_text(effective)
+    };
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => fail(&e),
     }
 }
 
@@ -248,10 +345,17 @@ pub fn import(args: &ImportArgs) -> ExitCode {
     if let Err(e) = process::replay_outbox(&store, settings.lang, &named) {
         return fail(&e);
     }
+    let mut metrics = match open_metrics(&args.processing, &store) {
+        Ok(m) => m,
+        Err(e) => return fail(&e),
+    };
     for_each_file(&args.files, |file| {
         let started = Instant::now();
         let record = process::apply_file(&store, file, &settings)?;
         log_file(&record, started);
+        if let Some(m) = &mut metrics {
+            m.file_done(&record, started.elapsed());
+        }
         Ok(record.status)
     })
 }
@@ -332,8 +436,8 @@ pub fn read(query: &Query, common: &Common) -> ExitCode {
     }
 }
 
-/// `run`: the daemon on the inbox.
-pub fn run(args: &RunArgs) -> ExitCode {
+/// `run`: the daemon on the inbox. `reloader` reads the config file again on SIGHUP.
+pub fn run(args: &RunArgs, reloader: Option<Reloader>) -> ExitCode {
     let settings = args.processing.settings();
     if !args.watch.is_dir() {
         return fail(&format!(
@@ -354,6 +458,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
             args.processing.common.db.display()
         ));
     }
+    let metrics = match open_metrics(&args.processing, &store) {
+        Ok(m) => m,
+        Err(e) => return fail(&e),
+    };
     let options = DaemonOptions {
         inbox: args.watch.clone(),
         poll: args.poll.map(Duration::from_millis),
@@ -361,6 +469,14 @@ pub fn run(args: &RunArgs) -> ExitCode {
         settle: Duration::from_millis(args.settle),
         once: args.once,
         store: args.processing.common.db.clone(),
+        hooks: Hooks {
+            metrics: metrics.map(|m| Arc::new(Mutex::new(m))),
+            // Without a config file, SIGHUP only rescans, as it always did.
+            reload: reloader
+                .filter(|r| r.file().is_some())
+                .map(|r| reload_with(r, args.clone())),
+            ..Hooks::default()
+        },
     };
     match daemon::run(&store, &options, &settings) {
         // The daemon's exit code speaks of its own health; with --once it also tells
@@ -369,6 +485,35 @@ pub fn run(args: &RunArgs) -> ExitCode {
         Ok(_) => ExitCode::from(EXIT_OK),
         Err(e) => fail(&e),
     }
+}
+
+/// The metrics file, if one is configured; written once at once, so that a wrong
+/// path is told at start-up rather than after the first file.
+fn open_metrics(p: &Processing, store: &Store) -> Result<Option<Metrics>, String> {
+    p.metrics_file
+        .as_deref()
+        .map(|path| Metrics::open(path, store))
+        .transpose()
+}
+
+/// SIGHUP's reload: the config file read again, compared with what the daemon started
+/// with (`started`) to tell which changes need a restart.
+fn reload_with(reloader: Reloader, started: RunArgs) -> Reload {
+    Arc::new(move || {
+        let file = reloader.file().map(|f| f.display().to_string());
+        let (fresh, ignored) = reloader.reload(&started).map_err(|e| e.to_string())?;
+        if !ignored.is_empty() {
+            tracing::warn!(
+                config = %file.as_deref().unwrap_or_default(),
+                keys = %ignored.join(", "),
+                "these keys changed but take effect only at a restart"
+            );
+        }
+        Ok(Reloaded {
+            settings: fresh.processing.settings(),
+            settle: Duration::from_millis(fresh.settle),
+        })
+    })
 }
 
 /// What every daemon start does before taking files: say how it is set up, clean up

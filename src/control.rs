@@ -13,7 +13,6 @@ use crate::export::{self, Format};
 use crate::model::Email;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -74,24 +73,12 @@ pub fn answer(store: &Store, query: &Query, out: &mut dyn Write) -> Result<Reply
             Ok(ok)
         }
         Query::Stats { json } => {
-            let users = store.user_count().map_err(|e| e.to_string())?;
-            let mut files: BTreeMap<&str, u64> = [("OK", 0), ("WARNING", 0), ("ERROR", 0)].into();
-            for record in store.files() {
-                let r = record.map_err(|e| e.to_string())?;
-                *files.entry(r.status.as_str()).or_default() += 1;
-            }
+            let history = crate::metrics::History::read(store).map_err(|e| e.to_string())?;
+            let figures = history.figures();
             let written = if *json {
-                let v = serde_json::json!({
-                    "users": users,
-                    "files": {"OK": files["OK"], "WARNING": files["WARNING"], "ERROR": files["ERROR"]},
-                });
-                writeln!(out, "{v}")
+                writeln!(out, "{}", crate::metrics::stats_json(figures))
             } else {
-                let mut text = format!("users            {users}\n");
-                for status in ["OK", "WARNING", "ERROR"] {
-                    text.push_str(&format!("files {status:<10} {}\n", files[status]));
-                }
-                out.write_all(text.as_bytes())
+                out.write_all(crate::metrics::stats_table(figures).as_bytes())
             };
             written.map_err(|e| e.to_string())?;
             Ok(ok)

@@ -30,6 +30,8 @@ pub struct DaemonOptions {
     pub once: bool,
     /// The store's folder, for the start-up line.
     pub store: PathBuf,
+    /// systemd, metrics and config reload (see `hooks`).
+    pub hooks: crate::hooks::Hooks,
 }
 
 /// Whether a file is ready: it parses, or it stopped changing for the settle time.
@@ -112,7 +114,12 @@ impl Group {
     }
 
     /// Makes the group durable and writes its responses. Returns whether all were `OK`.
-    fn deliver(&mut self, store: &Store, settings: &Settings) -> Result<bool, String> {
+    fn deliver(
+        &mut self,
+        store: &Store,
+        settings: &Settings,
+        hooks: &crate::hooks::Hooks,
+    ) -> Result<bool, String> {
         let files = std::mem::take(&mut self.files);
         self.since = None;
         let records: Vec<FileRecord> = files.iter().map(|(r, _)| r.clone()).collect();
@@ -120,6 +127,7 @@ impl Group {
         let mut all_ok = true;
         for (record, started) in &files {
             crate::cli::log_file(record, *started);
+            hooks.file_done(record, started.elapsed());
             all_ok &= record.status == Status::Ok;
         }
         Ok(all_ok)
@@ -139,19 +147,22 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         signal_hook::flag::register(signal, Arc::clone(flag))
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
-    let settings = &Settings {
+    // Owned, because SIGHUP may replace it (ops hook).
+    let mut current = Settings {
         stop: Some(Arc::clone(&stop)),
         ..settings.clone()
     };
+    let mut settle = options.settle;
     let mut watch = Watch::new(&options.inbox, options.poll, options.rescan)?;
     tracing::info!(
         inbox = %options.inbox.display(),
         store = %options.store.display(),
         mode = %watch.mode(),
         settle_ms = options.settle.as_millis() as u64,
-        authorization = settings.auth.is_on(),
+        authorization = current.auth.is_on(),
         "userdrop started"
     );
+    options.hooks.started(&options.inbox, Arc::clone(&stop));
     let mut readiness = Readiness::default();
     let mut unreadable = std::collections::HashSet::new();
     let mut all_ok = true;
@@ -165,6 +176,7 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             let cap = Duration::from_millis(if readiness.waiting_for_any() { 50 } else { 200 });
             scan = watch.wait(cap) || readiness.waiting_for_any();
             if hangup.swap(false, Ordering::Relaxed) {
+                options.hooks.reload(&mut current, &mut settle);
                 tracing::info!("SIGHUP: rescanning the inbox");
                 scan = true;
             }
@@ -187,14 +199,14 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             }
             // With --once, a file that is not ready yet is judged now: nothing will
             // wait for it to settle.
-            let (defer, seen) = match readiness.take(&file, settings, options.settle) {
+            let (defer, seen) = match readiness.take(&file, &current, settle) {
                 _ if options.once => (false, None),
                 Take::Later => continue,
                 Take::Deferring(seen) => (true, Some(seen)),
                 Take::Now => (false, None),
             };
             let started = Instant::now();
-            match process::take_file(store, &file, settings, defer) {
+            match process::take_file(store, &file, &current, defer) {
                 Ok(Taken::Ready(record)) => {
                     readiness.unsettled.remove(&file);
                     group.push(record, started);
@@ -225,15 +237,15 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
                     break;
                 }
                 Err(e) => {
-                    group.deliver(store, settings)?;
+                    group.deliver(store, &current, &options.hooks)?;
                     return Err(e.to_string());
                 }
             }
             if group.full() {
-                all_ok &= group.deliver(store, settings)?;
+                all_ok &= group.deliver(store, &current, &options.hooks)?;
             }
         }
-        all_ok &= group.deliver(store, settings)?;
+        all_ok &= group.deliver(store, &current, &options.hooks)?;
         if options.once {
             break;
         }
@@ -245,6 +257,7 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             );
         }
     }
+    options.hooks.stopping();
     store.flush().map_err(|e| e.to_string())?;
     Ok(all_ok)
 }

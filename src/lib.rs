@@ -6,12 +6,16 @@
 //! wiring the commands.
 
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod export;
+pub mod hooks;
 pub mod inbox;
 pub mod messages;
+pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod process;
 pub mod request;
 pub mod response;

@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -12,7 +12,17 @@ use userdrop::control::Query;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args = Cli::parse();
+    // Parsed in two steps because the config file needs to know which values clap
+    // took from their defaults (see `config`).
+    let matches = Cli::command().get_matches();
+    let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let (effective, reloader) = match cli::configure(&mut args, &matches) {
+        Ok(configured) => configured,
+        Err(e) => {
+            eprintln!("userdrop: error: {e}");
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+    };
     let common = args.common();
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&common.log_level))
@@ -26,8 +36,8 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     match &args.command {
-        None => cli::run(&args.run),
-        Some(Command::Run(run)) => cli::run(run),
+        None => cli::run(&args.run, reloader),
+        Some(Command::Run(run)) => cli::run(run, reloader),
         Some(Command::Import(a)) => cli::import(a),
         Some(Command::Check(a)) => cli::check(a),
         Some(Command::Get { email, common }) => cli::read(
@@ -43,5 +53,6 @@ fn main() -> ExitCode {
         Some(Command::Schema) => cli::schema(),
         Some(Command::Completions { shell }) => cli::completions(*shell),
         Some(Command::Man) => cli::man(),
+        Some(Command::Config { json, .. }) => cli::show_config(&effective, *json),
     }
 }

@@ -95,6 +95,22 @@ pub fn write_json<W: Write>(
     Ok(())
 }
 
+/// A response is for whoever dropped the request: it takes the group of its folder
+/// (the inbox's upload group) and mode 0640, so that group can read it but not change
+/// it, whatever the daemon's umask. Taking the group needs the daemon's user to be in
+/// it; when it is not, the response keeps the daemon's group.
+fn share_with_folder(file: &File, target: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = target.parent().filter(|d| !d.as_os_str().is_empty());
+    let group = fs::metadata(dir.unwrap_or(Path::new(".")))?.gid();
+    if file.metadata()?.gid() != group
+        && let Err(e) = std::os::unix::fs::fchown(file, None, Some(group))
+    {
+        tracing::debug!(group, "a response keeps the daemon's group: {e}");
+    }
+    file.set_permissions(fs::Permissions::from_mode(0o640))
+}
+
 /// Writes `target` so that it appears whole or not at all: a hidden temporary name in
 /// the same folder, fsync, rename, fsync of the folder. Returns after the response is
 /// durable.
@@ -121,6 +137,7 @@ pub fn stage(
     let temp = temp_path(target);
     let result = (|| {
         let file = File::create(&temp)?;
+        share_with_folder(&file, target)?;
         let mut out = BufWriter::with_capacity(64 * 1024, &file);
         fill(&mut out)?;
         out.flush()?;
@@ -186,6 +203,24 @@ mod tests {
             temp_path(Path::new("w/a.response.json")),
             Path::new("w/.a.response.json.tmp")
         );
+    }
+
+    #[test]
+    fn a_response_takes_the_folder_group_and_mode_0640() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        // Only root may give the folder a group it is not in; as root this shows the
+        // response follows the folder rather than the process.
+        let group = 4242;
+        let is_root = std::os::unix::fs::chown(dir.path(), None, Some(group)).is_ok();
+        let target = dir.path().join("a.response.json");
+        write_atomic(&target, |out| out.write_all(b"{}")).unwrap();
+        let meta = fs::metadata(&target).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.gid(), fs::metadata(dir.path()).unwrap().gid());
+        if is_root {
+            assert_eq!(meta.gid(), group);
+        }
     }
 
     #[test]

@@ -127,7 +127,9 @@ impl Env {
             .output()
             .expect("userdrop runs");
         assert_eq!(out.status.code(), Some(0));
-        serde_json::from_slice(&out.stdout).expect("stats --json prints JSON")
+        let all: Value = serde_json::from_slice(&out.stdout).expect("stats --json prints JSON");
+        // The counts these tests are about; the other keys (timestamps) differ by run.
+        serde_json::json!({"users": all["users"], "files": all["files"]})
     }
 }
 

@@ -1,0 +1,410 @@
+//! The configuration file (`--config FILE`, TOML) and where every effective setting
+//! comes from.
+//!
+//! Precedence, highest first: a flag on the command line, its `USERDROP_*` environment
+//! variable, the config file, the built-in default. clap already settles flag > env >
+//! default and tells through `ArgMatches::value_source` which of them a value is; this
+//! module slips the file in just above the default: a value clap took from its default
+//! is replaced by the file's, when the file has one.
+//!
+//! Doing it after clap, on the parsed argument structs, keeps every command's code
+//! unaware of the file: `run`, `import` and the rest read their usual fields.
+//!
+//! Relative paths in the file are taken from the working directory, as on the command
+//! line. A key the file does not know, a value of the wrong type or out of range, is an
+//! error naming the key and the file (exit code 2: the configuration given is wrong,
+//! as with a bad flag).
+
+use crate::cli::{Common, LogFormat, Processing, RunArgs};
+use crate::messages::Lang;
+use clap::ValueEnum;
+use clap::parser::{ArgMatches, ValueSource};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where an effective value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Flag => "flag",
+            Source::Env => "env",
+            Source::File => "file",
+            Source::Default => "default",
+        })
+    }
+}
+
+/// One effective setting, for `userdrop config`. Values are shown, never tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    pub key: &'static str,
+    pub value: String,
+    pub source: Source,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("config file {path}: {reason}")]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The keys of the config file: one per flag that configures userdrop (not the
+/// per-invocation ones such as `--once`, `--json` or `--format`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub watch: Option<PathBuf>,
+    #[serde(default, deserialize_with = "at_least_one")]
+    pub poll: Option<u64>,
+    #[serde(default, deserialize_with = "at_least_one")]
+    pub rescan: Option<u64>,
+    pub settle: Option<u64>,
+    pub tokens: Option<Vec<String>>,
+    pub max_file_size: Option<u64>,
+    #[serde(default, deserialize_with = "value_enum")]
+    pub lang: Option<Lang>,
+    #[serde(default, deserialize_with = "at_least_one")]
+    pub step_users: Option<u64>,
+    pub metrics_file: Option<PathBuf>,
+    pub db: Option<PathBuf>,
+    pub cache_mb: Option<u64>,
+    pub log_level: Option<String>,
+    #[serde(default, deserialize_with = "value_enum")]
+    pub log_format: Option<LogFormat>,
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match u64::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be at least 1")),
+        n => Ok(Some(n)),
+    }
+}
+
+/// The same names the flag takes (`lang = "uk"`, `log_format = "json"`).
+fn value_enum<'de, D: Deserializer<'de>, T: ValueEnum>(d: D) -> Result<Option<T>, D::Error> {
+    let text = String::deserialize(d)?;
+    T::from_str(&text, true).map(Some).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_owned()))
+            .collect();
+        serde::de::Error::custom(format!("{text:?} is not one of: {}", names.join(", ")))
+    })
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let error = |reason: String| ConfigError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        FileConfig::parse(&text).map_err(error)
+    }
+
+    /// Parses the file's text. toml's message already names an unknown key and shows
+    /// its line.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| {
+            // serde says "field"; in a config file it is a key.
+            e.to_string()
+                .trim_end()
+                .replace("unknown field", "unknown key")
+        })
+    }
+}
+
+/// Overlays the file on the values clap left at their default, and records where each
+/// value came from.
+struct Layer<'a> {
+    matches: &'a ArgMatches,
+    file: &'a FileConfig,
+    entries: Vec<Entry>,
+}
+
+impl Layer<'_> {
+    fn pick<T>(
+        &mut self,
+        key: &'static str,
+        value: &mut T,
+        from_file: Option<T>,
+        show: impl Fn(&T) -> String,
+    ) {
+        let source = match self.matches.value_source(key) {
+            Some(ValueSource::CommandLine) => Source::Flag,
+            Some(ValueSource::EnvVariable) => Source::Env,
+            _ => match from_file {
+                Some(v) => {
+                    *value = v;
+                    Source::File
+                }
+                None => Source::Default,
+            },
+        };
+        let value = show(value);
+        self.entries.push(Entry { key, value, source });
+    }
+
+    fn common(&mut self, c: &mut Common) {
+        let f = self.file;
+        self.pick("db", &mut c.db, f.db.clone(), |p| path(p));
+        self.pick("cache_mb", &mut c.cache_mb, f.cache_mb, u64::to_string);
+        self.pick(
+            "log_level",
+            &mut c.log_level,
+            f.log_level.clone(),
+            String::clone,
+        );
+        self.pick("log_format", &mut c.log_format, f.log_format, name_of);
+    }
+
+    fn processing(&mut self, p: &mut Processing) {
+        let f = self.file;
+        self.pick("tokens", &mut p.tokens, f.tokens.clone(), |t| masked(t));
+        self.pick(
+            "max_file_size",
+            &mut p.max_file_size,
+            f.max_file_size,
+            u64::to_string,
+        );
+        self.pick("lang", &mut p.lang, f.lang, name_of);
+        self.pick(
+            "step_users",
+            &mut p.step_users,
+            f.step_users,
+            u64::to_string,
+        );
+        self.pick(
+            "metrics_file",
+            &mut p.metrics_file,
+            f.metrics_file.clone().map(Some),
+            |p| p.as_deref().map(path).unwrap_or_else(|| "(none)".into()),
+        );
+        self.common(&mut p.common);
+    }
+
+    fn run(&mut self, r: &mut RunArgs) {
+        let f = self.file;
+        self.pick("watch", &mut r.watch, f.watch.clone(), |p| path(p));
+        self.pick("poll", &mut r.poll, f.poll.map(Some), |p| match p {
+            Some(ms) => ms.to_string(),
+            None => "(inotify)".into(),
+        });
+        self.pick("rescan", &mut r.rescan, f.rescan, u64::to_string);
+        self.pick("settle", &mut r.settle, f.settle, u64::to_string);
+        self.processing(&mut r.processing);
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn name_of<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// How many tokens, never what they are.
+pub fn masked(tokens: &[String]) -> String {
+    match tokens.iter().filter(|t| !t.trim().is_empty()).count() {
+        0 => "none (requests are not authorized)".to_owned(),
+        1 => "1 token: ****".to_owned(),
+        n => format!("{n} tokens: ****"),
+    }
+}
+
+/// The effective configuration of one command.
+#[derive(Clone, Debug)]
+pub struct Effective {
+    /// The config file read, if any.
+    pub file: Option<PathBuf>,
+    pub entries: Vec<Entry>,
+}
+
+fn load_for(common: &Common) -> Result<FileConfig, ConfigError> {
+    match &common.config {
+        Some(path) => FileConfig::load(path),
+        None => Ok(FileConfig::default()),
+    }
+}
+
+fn effective(common: &Common, entries: Vec<Entry>) -> Effective {
+    Effective {
+        file: common.config.clone(),
+        entries,
+    }
+}
+
+/// Applies the config file to the values of a command that takes only the common
+/// options. `matches` are the command's own (the subcommand's, if one was given).
+pub fn resolve_common(c: &mut Common, matches: &ArgMatches) -> Result<Effective, ConfigError> {
+    let file = load_for(c)?;
+    let mut layer = Layer {
+        matches,
+        file: &file,
+        entries: Vec::new(),
+    };
+    layer.common(c);
+    Ok(effective(c, layer.entries))
+}
+
+pub fn resolve_processing(
+    p: &mut Processing,
+    matches: &ArgMatches,
+) -> Result<Effective, ConfigError> {
+    let file = load_for(&p.common)?;
+    let mut layer = Layer {
+        matches,
+        file: &file,
+        entries: Vec::new(),
+    };
+    layer.processing(p);
+    Ok(effective(&p.common, layer.entries))
+}
+
+pub fn resolve_run(r: &mut RunArgs, matches: &ArgMatches) -> Result<Effective, ConfigError> {
+    let file = load_for(&r.processing.common)?;
+    let mut layer = Layer {
+        matches,
+        file: &file,
+        entries: Vec::new(),
+    };
+    layer.run(r);
+    Ok(effective(&r.processing.common, layer.entries))
+}
+
+/// What SIGHUP re-reads: the daemon's arguments as clap gave them (before the file),
+/// and where each came from, so that a reload gives the file's new values the same
+/// place in the precedence.
+#[derive(Clone, Debug)]
+pub struct Reloader {
+    base: RunArgs,
+    matches: ArgMatches,
+}
+
+/// The keys a reload cannot change in a running daemon: they are read once at start.
+pub const RESTART_KEYS: &[&str] = &[
+    "watch",
+    "db",
+    "poll",
+    "rescan",
+    "cache_mb",
+    "log_level",
+    "log_format",
+    "metrics_file",
+];
+
+impl Reloader {
+    /// `base` must be the arguments before [`resolve_run`] changed them.
+    pub fn new(base: RunArgs, matches: ArgMatches) -> Reloader {
+        Reloader { base, matches }
+    }
+
+    pub fn file(&self) -> Option<&Path> {
+        self.base.processing.common.config.as_deref()
+    }
+
+    /// Reads the config file again; returns the new arguments and the keys whose new
+    /// value needs a restart to take effect (compared with `running`).
+    pub fn reload(&self, running: &RunArgs) -> Result<(RunArgs, Vec<&'static str>), ConfigError> {
+        let mut fresh = self.base.clone();
+        resolve_run(&mut fresh, &self.matches)?;
+        let before = restart_values(running);
+        let ignored = restart_values(&fresh)
+            .into_iter()
+            .zip(before)
+            .filter(|(new, old)| new != old)
+            .map(|(new, _)| new.0)
+            .collect();
+        Ok((fresh, ignored))
+    }
+}
+
+/// The values of [`RESTART_KEYS`], to tell which of them a reload changed.
+fn restart_values(r: &RunArgs) -> Vec<(&'static str, String)> {
+    let c = &r.processing.common;
+    let values = [
+        path(&r.watch),
+        path(&c.db),
+        format!("{:?}", r.poll),
+        r.rescan.to_string(),
+        c.cache_mb.to_string(),
+        c.log_level.clone(),
+        name_of(&c.log_format),
+        format!("{:?}", r.processing.metrics_file),
+    ];
+    RESTART_KEYS.iter().copied().zip(values).collect()
+}
+
+/// `userdrop config`: one line per key, `KEY  VALUE  (SOURCE)`.
+pub fn render_text(effective: &Effective) -> String {
+    let mut out = match &effective.file {
+        Some(f) => format!("# config file: {}\n", f.display()),
+        None => "# config file: none (give --config FILE or USERDROP_CONFIG)\n".to_owned(),
+    };
+    let width = effective
+        .entries
+        .iter()
+        .map(|e| e.key.len())
+        .max()
+        .unwrap_or(0);
+    for e in &effective.entries {
+        out.push_str(&format!("{:width$}  {}  ({})\n", e.key, e.value, e.source));
+    }
+    out
+}
+
+/// `userdrop config --json`: `{"file": ..., "settings": {KEY: {"value", "source"}}}`.
+pub fn render_json(effective: &Effective) -> serde_json::Value {
+    let settings: serde_json::Map<String, serde_json::Value> = effective
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.key.to_owned(),
+                serde_json::json!({"value": e.value, "source": e.source}),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "file": effective.file.as_ref().map(|f| f.display().to_string()),
+        "settings": settings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = FileConfig::parse("watch = \"in\"\nwatchh = \"x\"\n").unwrap_err();
+        assert!(e.contains("watchh"), "{e}");
+        let e = FileConfig::parse("step_users = 0\n").unwrap_err();
+        assert!(e.contains("at least 1"), "{e}");
+        let e = FileConfig::parse("lang = \"xx\"\n").unwrap_err();
+        assert!(e.contains("\"xx\" is not one of: en"), "{e}");
+        let e = FileConfig::parse("settle = \"2s\"\n").unwrap_err();
+        assert!(e.contains("settle"), "{e}");
+    }
+
+    #[test]
+    fn tokens_are_never_shown() {
+        let two = ["s3cret".to_owned(), "other".to_owned()];
+        assert_eq!(masked(&two), "2 tokens: ****");
+        assert!(masked(&[]).starts_with("none"));
+    }
+}
