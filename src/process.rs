@@ -249,6 +249,9 @@ enum Mode {
     Check,
 }
 
+/// Verdicts handed from the reading thread to the applying one at a time.
+const VERDICT_BATCH: usize = 512;
+
 /// Asks [`judge`] to leave a file that is not a complete JSON text yet.
 #[derive(Clone, Copy)]
 struct Defer;
@@ -413,35 +416,62 @@ fn judge(
 
     (&file).seek(SeekFrom::Start(0)).map_err(read_error)?;
     let mut source = request::Source::new(&file, settings.max_file_size);
-    let walked = request::for_each_user(&mut source, |index, element| {
-        let verdict = validator.user(index, element);
-        if index < start {
-            return Ok(());
-        }
-        let entry = match apply_verdict(store, verdict, &source_file, now, &mut progress.counts) {
-            Ok((entry, write)) => {
-                writes.extend(write);
-                entry
+    // Reading and validating run on a thread of their own while this one looks users
+    // up, merges and commits: on two cores the parse hides behind sled's work. The
+    // bounded channel keeps memory to a few batches; dropping the receiver (a store
+    // failure) stops the reader at its next send.
+    let walked = std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(u64, Verdict)>>(4);
+        let reader = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(VERDICT_BATCH);
+            let walked = request::for_each_user(&mut source, |index, element| {
+                let verdict = validator.user(index, element);
+                if index >= start {
+                    batch.push((index, verdict));
+                    if batch.len() >= VERDICT_BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(VERDICT_BATCH));
+                        sender.send(full).map_err(|_| Halt)?;
+                    }
+                }
+                Ok(())
+            });
+            if walked.is_ok() && !batch.is_empty() {
+                // A closed channel means the applying side failed; it keeps the reason.
+                let _ = sender.send(batch);
             }
-            Err(e) => {
-                failure = Some(e);
-                return Err(Halt);
+            walked
+        });
+        'apply: for batch in receiver {
+            for (index, verdict) in batch {
+                let entry =
+                    match apply_verdict(store, verdict, &source_file, now, &mut progress.counts) {
+                        Ok((entry, write)) => {
+                            writes.extend(write);
+                            entry
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            break 'apply;
+                        }
+                    };
+                log.push(entry);
+                progress.next_index = index + 1;
+                let last = index + 1 == total;
+                if (log.len() >= step_users || last)
+                    && let Err(e) = end_step(&mut writes, &mut log, &mut progress, last)
+                {
+                    failure = Some(e);
+                    break 'apply;
+                }
             }
-        };
-        log.push(entry);
-        progress.next_index = index + 1;
-        let last = index + 1 == total;
-        if (log.len() >= step_users || last)
-            && let Err(e) = end_step(&mut writes, &mut log, &mut progress, last)
-        {
-            failure = Some(e);
-            return Err(Halt);
         }
-        Ok(())
+        reader.join()
     });
     if let Some(e) = failure {
         return Err(e);
     }
+    let walked = walked
+        .map_err(|_| read_error(io::Error::other("the request reader stopped unexpectedly")))?;
     tracing::debug!(file = %path.display(), ms = timer.elapsed().as_millis() as u64, "second pass (validate, merge, commit) done");
     match walked {
         Ok(()) => {}
