@@ -14,7 +14,7 @@ use crate::process::{self, Auth, Settings};
 use crate::response;
 use crate::store::{FileRecord, Store, StoreError, StoreOptions};
 use clap::{Args, Parser, Subcommand};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -157,7 +157,7 @@ pub struct Processing {
     #[arg(long, value_enum, default_value_t = Lang::En, env = "USERDROP_LANG")]
     pub lang: Lang,
     /// Users applied per atomic step; bounds memory and what a crash can cut short.
-    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_STEP_USERS")]
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_STEP_USERS")]
     pub step_users: u64,
     /// Write Prometheus metrics (text format, for node_exporter's textfile collector)
     /// to this file after every processed file (run and import).
@@ -175,6 +175,7 @@ impl Processing {
             auth: Auth::new(self.tokens.iter().cloned()),
             lang: self.lang,
             stop: None,
+            meter: None,
         }
     }
 }
@@ -332,7 +333,12 @@ pub fn log_file(record: &FileRecord, started: Instant) {
 
 /// `import FILE...`
 pub fn import(args: &ImportArgs) -> ExitCode {
-    let settings = args.processing.settings();
+    let mut settings = args.processing.settings();
+    // A bar only for a person watching: logs and scripts get the one line per file.
+    let bar = io::stderr().is_terminal().then(Bar::new);
+    if let Some(bar) = &bar {
+        settings.meter = Some(Arc::new(bar.clone()));
+    }
     let store = match args.processing.common.open_store() {
         Ok(s) => s,
         Err(e) => return fail(&e),
@@ -351,13 +357,55 @@ pub fn import(args: &ImportArgs) -> ExitCode {
     };
     for_each_file(&args.files, |file| {
         let started = Instant::now();
-        let record = process::apply_file(&store, file, &settings)?;
+        if let Some(bar) = &bar {
+            bar.start(file);
+        }
+        let applied = process::apply_file(&store, file, &settings);
+        if let Some(bar) = &bar {
+            bar.0.finish_and_clear();
+        }
+        let record = applied?;
         log_file(&record, started);
         if let Some(m) = &mut metrics {
             m.file_done(&record, started.elapsed());
         }
         Ok(record.status)
     })
+}
+
+/// `import`'s progress bar on a terminal, moved on by each committed step.
+#[derive(Clone, Debug)]
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new() -> Bar {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {human_pos}/{human_len} users, {eta} left",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        Bar(bar)
+    }
+
+    fn start(&self, file: &Path) {
+        self.0.reset();
+        self.0.set_length(0);
+        self.0.set_message(
+            file.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+    }
+}
+
+impl process::Meter for Bar {
+    fn advance(&self, done: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+    }
 }
 
 /// Runs `one` on every file, going on past failures; the exit code of SPEC §6:

@@ -95,16 +95,25 @@ pub struct Settings {
     /// Set by a stop signal: a file in hand stops after the step being committed and
     /// resumes at the next start.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Told after each step how far the file in hand is (`import`'s progress bar).
+    pub meter: Option<Arc<dyn Meter>>,
+}
+
+/// Watches a file's progress, step by step.
+pub trait Meter: fmt::Debug + Send + Sync {
+    /// `done` of the file's `total` users are judged (and, when applying, committed).
+    fn advance(&self, done: u64, total: u64);
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_file_size: 512 * 1024 * 1024,
-            step_users: 10_000,
+            step_users: 1_000,
             auth: Auth::default(),
             lang: Lang::En,
             stop: None,
+            meter: None,
         }
     }
 }
@@ -409,6 +418,9 @@ fn judge(
                 writes.clear();
                 checked_log.append(log);
             }
+        }
+        if let Some(meter) = &settings.meter {
+            meter.advance(progress.next_index, total);
         }
         done = finished;
         Ok(())
