@@ -355,7 +355,7 @@ pub fn import(args: &ImportArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(&e),
     };
-    for_each_file(&args.files, |file| {
+    let code = for_each_file(&args.files, |file| {
         let started = Instant::now();
         if let Some(bar) = &bar {
             bar.start(file);
@@ -370,7 +370,12 @@ pub fn import(args: &ImportArgs) -> ExitCode {
             m.file_done(&record, started.elapsed());
         }
         Ok(record.status)
-    })
+    });
+    // Makes the last outbox clearing durable, which lets the spool files go.
+    if let Err(e) = store.flush() {
+        tracing::warn!("{e}");
+    }
+    code
 }
 
 /// `import`'s progress bar on a terminal, moved on by each committed step.

@@ -377,6 +377,7 @@ mod tests {
                 ..Counts::default()
             },
             finished_at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
+            log_len: 0,
         }
     }
 

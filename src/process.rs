@@ -198,7 +198,7 @@ pub fn deliver_all(store: &Store, records: &[FileRecord], lang: Lang) -> Result<
     for record in records {
         let target = response::response_path(&record.path);
         let log = store
-            .log_chunks(&record.path)
+            .log_chunks(record)
             .map(|chunk| chunk.map_err(io::Error::other));
         let written = response::stage(&target, |out| {
             response::write_json(out, record.status, record.message.as_ref(), log, lang)
@@ -339,6 +339,7 @@ fn judge(
         next_index: 0,
         steps: 0,
         counts: Counts::default(),
+        log_len: 0,
     };
     if mode == Mode::Apply {
         match store.progress(path)? {
@@ -381,6 +382,7 @@ fn judge(
         users: total,
         counts: progress.counts,
         finished_at: Utc::now(),
+        log_len: progress.log_len,
     };
 
     let mut end_step = |writes: &mut Vec<StoredUser>,
@@ -389,17 +391,20 @@ fn judge(
                         last: bool|
      -> Result<(), Error> {
         progress.steps += 1;
-        let finished = last.then(|| record(progress));
+        let mut finished = last.then(|| record(progress));
         match mode {
             Mode::Apply => {
                 unchanged()?;
-                store.commit(Step {
+                progress.log_len = store.commit(Step {
                     path,
                     writes: std::mem::take(writes),
                     log: std::mem::take(log),
                     progress: progress.clone(),
                     done: finished.clone(),
                 })?;
+                if let Some(record) = &mut finished {
+                    record.log_len = progress.log_len;
+                }
                 if !last {
                     // Each step is made durable on its own: a crash then loses at
                     // most the step in hand, and a resumed file redoes only that.
@@ -576,6 +581,7 @@ fn reject(
         users: 0,
         counts: Counts::default(),
         finished_at: Utc::now(),
+        log_len: 0,
     };
     if mode == Mode::Apply {
         if store.progress(path)?.is_some() {
@@ -590,6 +596,7 @@ fn reject(
                 next_index: 0,
                 steps: 0,
                 counts: Counts::default(),
+                log_len: 0,
             },
             done: Some(record.clone()),
         })?;

@@ -10,22 +10,32 @@
 //! |-----------------------------|------------------------------------------------|
 //! | `u` email                   | a user: JSON `[data, meta]`                    |
 //! | `p` path                    | [`Progress`] of a file being applied           |
-//! | `l` path `\0` step (u32 BE) | the log entries of one step, JSON              |
 //! | `o` path                    | outbox: a [`FileRecord`] whose response is due |
 //! | `f` path                    | history: the [`FileRecord`] of the last run    |
 //!
 //! `path` is the request's canonical path, as bytes.
+//!
+//! The log entries of a file being applied (one line of JSON per user) do not go
+//! through sled: they are appended to a *spool* file, `spool/<xxh3 of path>.log` in the
+//! store folder, and the progress and outbox records say how many of its bytes are
+//! committed. A step appends its lines, then commits its batch with the new length; a
+//! tail past the committed length (a step cut short) is cut off by the next append.
+//! [`Store::flush`] syncs the spool files written before it flushes sled. Keeping them
+//! out of sled makes a big import write a third less through sled's log, and lets an
+//! unchanged re-import leave the store's size alone.
 
 use crate::messages::Message;
 use crate::model::{Email, Meta, Status, StoredUser, UserData};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 const USER: u8 = b'u';
 const PROGRESS: u8 = b'p';
-const LOG: u8 = b'l';
 const OUTBOX: u8 = b'o';
 const FILE: u8 = b'f';
 
@@ -41,6 +51,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("a record in the store cannot be read ({key}): {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("the log spool {path} cannot be written or read: {source}")]
+    Spool { path: PathBuf, source: io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -82,9 +94,12 @@ pub struct Progress {
     pub hash: String,
     /// The first user not applied yet.
     pub next_index: u64,
-    /// Steps committed so far; also the number of the next log chunk.
+    /// Steps committed so far.
     pub steps: u32,
     pub counts: Counts,
+    /// Bytes of the file's spool log that are committed.
+    #[serde(default)]
+    pub log_len: u64,
 }
 
 /// What became of one file: the outbox entry until its response is on disk, and the
@@ -102,6 +117,9 @@ pub struct FileRecord {
     pub users: u64,
     pub counts: Counts,
     pub finished_at: DateTime<Utc>,
+    /// Bytes of the file's spool log: its response's log entries.
+    #[serde(default)]
+    pub log_len: u64,
 }
 
 mod path_bytes {
@@ -140,6 +158,159 @@ pub struct Step<'a> {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    spool: Arc<Spool>,
+}
+
+/// The folder of log spool files.
+struct Spool {
+    dir: PathBuf,
+    pending: Mutex<Pending>,
+}
+
+/// Spool files waiting for the next flush.
+#[derive(Default)]
+struct Pending {
+    /// Written since: synced before sled is flushed.
+    unsynced: Vec<PathBuf>,
+    /// No longer counted on by any record, but only once that removal is flushed: a
+    /// crash before it brings the record back, and the record needs its spool.
+    retired: Vec<PathBuf>,
+}
+
+impl Spool {
+    fn path(&self, request: &Path) -> PathBuf {
+        let id = xxhash_rust::xxh3::xxh3_128(request.as_os_str().as_bytes());
+        self.dir.join(format!("{id:032x}.log"))
+    }
+
+    /// Appends `log` to the spool of `request` after its first `from` bytes (cutting
+    /// off anything past them); returns the new length.
+    fn append(&self, request: &Path, from: u64, log: &[Vec<Message>]) -> Result<u64> {
+        let path = self.path(request);
+        let io = |e: io::Error| StoreError::Spool {
+            path: path.clone(),
+            source: e,
+        };
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        file.set_len(from).map_err(io)?;
+        file.seek(SeekFrom::Start(from)).map_err(io)?;
+        let mut out = io::BufWriter::with_capacity(64 * 1024, &file);
+        for entry in log {
+            serde_json::to_writer(&mut out, entry).map_err(|e| io(io::Error::other(e)))?;
+            out.write_all(b"\n").map_err(io)?;
+        }
+        out.flush().map_err(io)?;
+        drop(out);
+        let len = file.stream_position().map_err(io)?;
+        let mut pending = self.pending();
+        pending.retired.retain(|p| *p != path);
+        if !pending.unsynced.contains(&path) {
+            pending.unsynced.push(path);
+        }
+        Ok(len)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sync(&self) -> Result<()> {
+        let unsynced = std::mem::take(&mut self.pending().unsynced);
+        for path in unsynced {
+            match fs::File::open(&path).and_then(|f| f.sync_data()) {
+                Ok(()) => {}
+                // Removed since (its file was answered or started over): nothing to keep.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Spool { path, source: e }),
+            }
+        }
+        Ok(())
+    }
+
+    /// `request`'s spool goes once the removal of its last record is flushed.
+    fn retire(&self, request: &Path) {
+        let path = self.path(request);
+        let mut pending = self.pending();
+        if !pending.retired.contains(&path) {
+            pending.retired.push(path);
+        }
+    }
+
+    /// After a flush: removes the spool files retired before it.
+    fn remove_retired(&self, retired: Vec<PathBuf>) {
+        for path in retired {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Harmless: a leftover is cut to size when reused, removed at the next start.
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a spool file")
+                }
+            }
+        }
+    }
+
+    /// The committed log of `request`, in chunks of up to 1 000 users.
+    fn read(
+        &self,
+        request: &Path,
+        len: u64,
+    ) -> impl Iterator<Item = Result<Vec<Vec<Message>>>> + use<> {
+        let path = self.path(request);
+        let mut lines = if len == 0 {
+            None
+        } else {
+            Some(
+                fs::File::open(&path)
+                    .map(|f| io::BufReader::with_capacity(256 * 1024, f.take(len))),
+            )
+        };
+        let mut line = Vec::new();
+        std::iter::from_fn(move || {
+            let reader = match lines.as_mut()? {
+                Ok(reader) => reader,
+                Err(_) => {
+                    let e = lines.take().and_then(|r| r.err())?;
+                    return Some(Err(StoreError::Spool {
+                        path: path.clone(),
+                        source: e,
+                    }));
+                }
+            };
+            let mut chunk = Vec::new();
+            while chunk.len() < 1000 {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) => break,
+                    Ok(_) => match decode(path.as_os_str().as_bytes(), &line) {
+                        Ok(entry) => chunk.push(entry),
+                        Err(e) => {
+                            lines = None;
+                            return Some(Err(e));
+                        }
+                    },
+                    Err(e) => {
+                        lines = None;
+                        return Some(Err(StoreError::Spool {
+                            path: path.clone(),
+                            source: e,
+                        }));
+                    }
+                }
+            }
+            if chunk.is_empty() {
+                lines = None;
+                None
+            } else {
+                Some(Ok(chunk))
+            }
+        })
+    }
 }
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
@@ -151,13 +322,6 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
 
 fn path_key(prefix: u8, path: &Path) -> Vec<u8> {
     key(prefix, path.as_os_str().as_bytes())
-}
-
-/// The prefix under which every log chunk of `path` lives.
-fn log_prefix(path: &Path) -> Vec<u8> {
-    let mut k = path_key(LOG, path);
-    k.push(0);
-    k
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -223,7 +387,7 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. Fails at once with
     /// [`StoreError::Locked`] when another process holds it.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
-        match open_sled(dir, options) {
+        let db = match open_sled(dir, options) {
             // sled 0.34 writes a snapshot as `snap.N.generating`, then renames it to
             // `snap.N`; but on open it reads the highest `snap.*` name, which sorts the
             // unfinished `.generating` file first. A process killed mid-snapshot (SIGKILL,
@@ -236,8 +400,43 @@ impl Store {
                 ..
             }) if remove_unfinished_snapshots(dir) > 0 => open_sled(dir, options),
             other => other,
+        }?;
+        let dir_spool = dir.join("spool");
+        fs::create_dir_all(&dir_spool).map_err(|e| StoreError::Spool {
+            path: dir_spool.clone(),
+            source: e,
+        })?;
+        let store = Store {
+            db,
+            spool: Arc::new(Spool {
+                dir: dir_spool,
+                pending: Mutex::new(Pending::default()),
+            }),
+        };
+        store.remove_orphan_spools()?;
+        Ok(store)
+    }
+
+    /// Removes spool files that no progress or outbox record counts on: left by a
+    /// crash between clearing a record and removing its spool.
+    fn remove_orphan_spools(&self) -> Result<()> {
+        let mut live = std::collections::HashSet::new();
+        for prefix in [PROGRESS, OUTBOX] {
+            for k in self.db.scan_prefix([prefix]).keys() {
+                let k = k?;
+                let path = Path::new(std::ffi::OsStr::from_bytes(&k[1..]));
+                live.insert(self.spool.path(path));
+            }
         }
-        .map(|db| Store { db })
+        let Ok(entries) = fs::read_dir(&self.spool.dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            if !live.contains(&entry.path()) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
     }
 
     pub fn user(&self, email: &Email) -> Result<Option<StoredUser>> {
@@ -269,34 +468,20 @@ impl Store {
 
     /// Forgets a file's partial progress (its content changed): it starts over.
     pub fn discard_progress(&self, path: &Path) -> Result<()> {
-        self.remove_with_log(path_key(PROGRESS, path), path)
-    }
-
-    /// Removes `key` and every log chunk of `path`, atomically.
-    fn remove_with_log(&self, key: Vec<u8>, path: &Path) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        self.remove_with_log_into(&mut batch, key, path)?;
-        self.db.apply_batch(batch)?;
+        self.db.remove(path_key(PROGRESS, path))?;
+        self.spool.retire(path);
         Ok(())
     }
 
-    fn remove_with_log_into(
-        &self,
-        batch: &mut sled::Batch,
-        key: Vec<u8>,
-        path: &Path,
-    ) -> Result<()> {
-        batch.remove(key);
-        for k in self.db.scan_prefix(log_prefix(path)).keys() {
-            batch.remove(k?);
+    /// Commits one step atomically: its users, the file's progress (with its log
+    /// entries appended to the spool first), and on the last step the outbox entry and
+    /// the history record. Not durable until [`Store::flush`]. Returns the committed
+    /// length of the file's spool log.
+    pub fn commit(&self, step: Step<'_>) -> Result<u64> {
+        let mut log_len = step.progress.log_len;
+        if !step.log.is_empty() {
+            log_len = self.spool.append(step.path, log_len, &step.log)?;
         }
-        Ok(())
-    }
-
-    /// Commits one step atomically: its users, its log entries and the file's
-    /// progress, and on the last step the outbox entry and the history record.
-    /// Not durable until [`Store::flush`].
-    pub fn commit(&self, step: Step<'_>) -> Result<()> {
         let mut batch = sled::Batch::default();
         for user in &step.writes {
             batch.insert(
@@ -304,27 +489,35 @@ impl Store {
                 encode(&(&user.data, &user.meta))?,
             );
         }
-        if !step.log.is_empty() {
-            let mut k = log_prefix(step.path);
-            k.extend_from_slice(&step.progress.steps.saturating_sub(1).to_be_bytes());
-            batch.insert(k, encode(&step.log)?);
-        }
         match &step.done {
-            None => batch.insert(path_key(PROGRESS, step.path), encode(&step.progress)?),
+            None => {
+                let progress = Progress {
+                    log_len,
+                    ..step.progress
+                };
+                batch.insert(path_key(PROGRESS, step.path), encode(&progress)?)
+            }
             Some(record) => {
-                let value = encode(record)?;
+                let value = encode(&FileRecord {
+                    log_len,
+                    ..record.clone()
+                })?;
                 batch.remove(path_key(PROGRESS, step.path));
                 batch.insert(path_key(OUTBOX, step.path), value.clone());
                 batch.insert(path_key(FILE, step.path), value);
             }
         }
         self.db.apply_batch(batch)?;
-        Ok(())
+        Ok(log_len)
     }
 
     /// Makes everything committed so far durable.
     pub fn flush(&self) -> Result<()> {
+        // The spool first: a flushed record must never count bytes a power cut lost.
+        self.spool.sync()?;
+        let retired = std::mem::take(&mut self.spool.pending().retired);
         self.db.flush()?;
+        self.spool.remove_retired(retired);
         Ok(())
     }
 
@@ -344,12 +537,12 @@ impl Store {
         self.db.get(&k)?.map(|v| decode(&k, &v)).transpose()
     }
 
-    /// The log entries of a file in the outbox, step by step, in request order.
-    pub fn log_chunks(&self, path: &Path) -> impl Iterator<Item = Result<Vec<Vec<Message>>>> + '_ {
-        self.db.scan_prefix(log_prefix(path)).map(|item| {
-            let (k, v) = item?;
-            decode(&k, &v)
-        })
+    /// The log entries of a file in the outbox, in chunks, in request order.
+    pub fn log_chunks(
+        &self,
+        record: &FileRecord,
+    ) -> impl Iterator<Item = Result<Vec<Vec<Message>>>> + use<> {
+        self.spool.read(&record.path, record.log_len)
     }
 
     /// The response of `path` is durably on disk: drop its outbox entry and log.
@@ -359,11 +552,15 @@ impl Store {
 
     /// [`Store::clear_outbox`] for many files in one batch.
     pub fn clear_outboxes<'p>(&self, paths: impl IntoIterator<Item = &'p Path>) -> Result<()> {
+        let paths: Vec<&Path> = paths.into_iter().collect();
         let mut batch = sled::Batch::default();
-        for path in paths {
-            self.remove_with_log_into(&mut batch, path_key(OUTBOX, path), path)?;
+        for path in &paths {
+            batch.remove(path_key(OUTBOX, path));
         }
         self.db.apply_batch(batch)?;
+        for path in paths {
+            self.spool.retire(path);
+        }
         Ok(())
     }
 

@@ -388,3 +388,30 @@ fn a_snapshot_left_unfinished_by_a_kill_does_not_lock_the_store_out() {
     assert_eq!(env.import(&[&b], &[], None).status.code(), Some(0));
     assert_eq!(env.stats()["users"], 7, "and it keeps working");
 }
+
+fn spool_files(env: &Env) -> usize {
+    fs::read_dir(env.db().join("spool"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_log_spool_lives_until_the_response_is_durable_and_no_longer() {
+    // The log entries wait in a spool file beside sled until the response is written.
+    let env = Env::new();
+    let (a, stamps) = crash_after_outbox(&env);
+    assert_eq!(
+        spool_files(&env),
+        1,
+        "the held-back response needs its spool"
+    );
+    let b = env.write("b.json", &json!({"users": users(3..5, "Lviv")}));
+    assert_eq!(env.import(&[&b], &[], None).status.code(), Some(0));
+    assert_first_file_delivered(&env, &a, &stamps);
+    assert_eq!(spool_files(&env), 0, "spool files outlived their responses");
+
+    // A spool no record counts on (a crash between the two) goes at the next start.
+    fs::write(env.db().join("spool").join("0123.log"), b"{}\n").unwrap();
+    env.stats();
+    assert_eq!(spool_files(&env), 0, "an orphan spool file was kept");
+}
