@@ -82,7 +82,14 @@ pub enum Command {
         common: Common,
     },
     /// Print a JSON Schema (draft 2020-12) of the request file, for editors and CI.
-    Schema,
+    ///
+    /// By default only the request format: the known keys and each field's JSON type.
+    Schema {
+        /// Also every per-user value rule (mandatory title and email, patterns, ranges,
+        /// lengths): a file that passes has no user rejected for them.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -245,7 +252,7 @@ impl Cli {
             ) => common,
             // They take no options and never open the store: the defaults only set
             // up logging.
-            Some(Command::Schema | Command::Completions { .. } | Command::Man) => {
+            Some(Command::Schema { .. } | Command::Completions { .. } | Command::Man) => {
                 &self.run.processing.common
             }
         }
@@ -277,7 +284,7 @@ pub fn configure(
             | Command::Stats { common, .. },
         ) => Ok((config::resolve_common(common, own)?, None)),
         // They take no options and never open the store: nothing to configure.
-        Some(Command::Schema | Command::Completions { .. } | Command::Man) => Ok((
+        Some(Command::Schema { .. } | Command::Completions { .. } | Command::Man) => Ok((
             Effective {
                 file: None,
                 entries: Vec::new(),
@@ -583,10 +590,15 @@ pub fn startup(store: &Store, inbox_dir: &Path, settings: &Settings) -> Result<(
     Ok(())
 }
 
-/// `schema`: the request's JSON Schema.
-pub fn schema() -> ExitCode {
+/// `schema [--strict]`: the request's JSON Schema.
+pub fn schema(strict: bool) -> ExitCode {
+    let level = if strict {
+        crate::schema::Level::Strict
+    } else {
+        crate::schema::Level::Format
+    };
     let mut text = Vec::new();
-    let made = serde_json::to_writer_pretty(&mut text, &crate::schema::request_schema());
+    let made = serde_json::to_writer_pretty(&mut text, &crate::schema::request_schema(level));
     print(made.map(|()| text).map_err(io::Error::from))
 }
 

@@ -1,10 +1,13 @@
 //! `userdrop schema`: a JSON Schema (draft 2020-12) of the request file, so that export
 //! scripts can check a file in an editor or CI before it reaches the inbox.
 //!
-//! It is derived from the types in `model` and the length limits in `validate`, so it
-//! follows them when they change. The value types' rules are written here as patterns.
-//! They aim to accept every user the daemon accepts and to reject as much of the rest
-//! as JSON Schema can say; what it cannot say is in [`NOT_CHECKED`] and in the README.
+//! Two levels come from one generator. The strict level is derived from the types in
+//! `model` and the length limits in `validate`, so it follows them when they change; the
+//! value types' rules are written here as patterns. It aims to accept every user the
+//! daemon accepts and to reject as much of the rest as JSON Schema can say; what it
+//! cannot say is in [`NOT_CHECKED`] and in the README. The default level, the request
+//! format, is the strict one with every value rule taken out (see [`keep_format`]), so
+//! the two cannot drift apart on keys or types.
 
 use crate::model::{CardStatus, Currency, Email, Number, Phone, SiteLink, UserData};
 use crate::validate::FIELDS_MAX;
@@ -72,17 +75,61 @@ struct Request {
     users: Vec<UserData>,
 }
 
-/// The schema `userdrop schema` prints.
-pub fn request_schema() -> Value {
+/// Which of the two schemas `userdrop schema` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// The default: keys and JSON types only, so that a well-formed request with a
+    /// user the daemon would reject (like the platform's own example) still passes.
+    Format,
+    /// `--strict`: every per-user rule JSON Schema can express.
+    Strict,
+}
+
+/// Said by the request format about itself.
+const FORMAT_NOTE: &str = "Request format (userdrop schema): the file's shape, the known \
+    keys and each field's JSON type, with null only where it clears a field. A file that \
+    passes is a users/import request whose users the daemon judges one by one; none is \
+    rejected for a wrong type or an unknown key, but a user may still be rejected by a \
+    value rule. The descriptions state those rules; userdrop schema --strict also checks \
+    them: mandatory title and email, the shapes of email, phone, balance_currency, \
+    site_link and date_limit, the ranges of discount and the ids, the card status (1, 2, \
+    3) and the length limits. Not checked at either level: integers written with a \
+    fraction or exponent (1.0, 1e2), which the daemon refuses; numbers too large for a \
+    64-bit float (1e400); a key repeated within one object; the token's value.";
+
+/// Said by the strict schema about itself, before [`NOT_CHECKED`].
+const STRICT_NOTE: &str = "Strict (userdrop schema --strict): the request format (keys, \
+    JSON types) plus every per-user rule JSON Schema can express: mandatory title and \
+    email, the shapes of email, phone, balance_currency, site_link and date_limit, the \
+    ranges of discount and the ids, the card status and the length limits after \
+    trimming. A file that passes gets no user rejected for those rules. The default \
+    userdrop schema checks only the request format, so a well-formed file with a bad \
+    user still passes it.";
+
+/// The schema `userdrop schema` prints at `level`.
+pub fn request_schema(level: Level) -> Value {
+    let mut schema = strict_schema();
+    let note = match level {
+        Level::Format => {
+            keep_format(&mut schema, true);
+            FORMAT_NOTE.to_owned()
+        }
+        Level::Strict => format!("{STRICT_NOTE}\n\n{NOT_CHECKED}"),
+    };
+    if let Some(Value::String(description)) = schema.get_mut("description") {
+        description.push_str("\n\n");
+        description.push_str(&note);
+    }
+    schema
+}
+
+/// The generated schema with the length limits of `validate` added as patterns.
+fn strict_schema() -> Value {
     let generator = SchemaSettings::draft2020_12().into_generator();
     let mut schema = generator.into_root_schema_for::<Request>().to_value();
     // `with = "String"` made the token look mandatory; the daemon takes a file without.
     if let Some(Value::Array(required)) = schema.get_mut("required") {
         required.retain(|name| name != "token");
-    }
-    if let Some(Value::String(description)) = schema.get_mut("description") {
-        description.push_str("\n\n");
-        description.push_str(NOT_CHECKED);
     }
     if let Some(user) = schema.pointer_mut("/$defs/UserData") {
         user["description"] = Value::from(
@@ -109,6 +156,56 @@ pub fn request_schema() -> Value {
     }
     unwrap_doc_lines(&mut schema);
     schema
+}
+
+/// The keywords the request format keeps: structure, types and annotations. A list of
+/// what stays rather than of what goes, so that a rule the strict schema gains later
+/// (a `multipleOf`, a `not`) stays out of the format without anyone remembering to
+/// strip it. `oneOf`, `not` and `if` are left out on purpose: loosening their
+/// subschemas could make them refuse more, not less.
+const FORMAT_KEYWORDS: [&str; 11] = [
+    "$schema",
+    "$defs",
+    "$ref",
+    "title",
+    "description",
+    "type",
+    "properties",
+    "additionalProperties",
+    "items",
+    "anyOf",
+    "allOf",
+];
+
+/// Turns the strict schema into the request format by keeping only [`FORMAT_KEYWORDS`]
+/// all the way down. `required` survives only at the top, where `users` is part of the
+/// format; inside a user, a missing title is a value rule (code 1), not a bad file.
+fn keep_format(schema: &mut Value, top: bool) {
+    let Value::Object(map) = schema else {
+        // `true`/`false` schemas carry no value rule.
+        return;
+    };
+    map.retain(|key, _| FORMAT_KEYWORDS.contains(&key.as_str()) || (top && key == "required"));
+    for (key, sub) in map.iter_mut() {
+        match (key.as_str(), sub) {
+            ("$defs" | "properties", Value::Object(named)) => {
+                named.values_mut().for_each(|s| keep_format(s, false));
+            }
+            ("anyOf" | "allOf", Value::Array(list)) => {
+                list.iter_mut().for_each(|s| keep_format(s, false));
+            }
+            ("items" | "additionalProperties", sub) => keep_format(sub, false),
+            _ => {}
+        }
+    }
+    // The email's allOf held nothing but patterns; an empty branch only adds noise.
+    let empty = Value::Object(serde_json::Map::new());
+    if let Some(Value::Array(all)) = map.get_mut("allOf") {
+        all.retain(|s| *s != empty && *s != Value::Bool(true));
+        if all.is_empty() {
+            map.remove("allOf");
+        }
+    }
 }
 
 /// Joins the lines of descriptions taken from doc comments, which are wrapped for the
@@ -271,7 +368,7 @@ mod tests {
 
     #[test]
     fn every_length_limit_is_published() {
-        let schema = request_schema();
+        let schema = request_schema(Level::Strict);
         for (field, max) in FIELDS_MAX {
             let pointer = format!("/$defs/UserData/properties/{field}/pattern");
             let pattern = schema.pointer(&pointer).and_then(Value::as_str);
@@ -282,11 +379,82 @@ mod tests {
 
     #[test]
     fn title_and_email_are_required_and_unknown_keys_refused() {
-        let schema = request_schema();
+        let schema = request_schema(Level::Strict);
         let user = schema.pointer("/$defs/UserData");
         let required = user.and_then(|u| u.get("required"));
         assert_eq!(required, Some(&serde_json::json!(["title", "email"])));
         let extra = user.and_then(|u| u.get("additionalProperties"));
         assert_eq!(extra, Some(&Value::Bool(false)));
+    }
+
+    /// Every key anywhere in `value` whose name is in `names`, as a JSON pointer.
+    fn keys_named(value: &Value, names: &[&str], at: &str, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, sub) in map {
+                    let here = format!("{at}/{key}");
+                    if names.contains(&key.as_str()) {
+                        found.push(here.clone());
+                    }
+                    keys_named(sub, names, &here, found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, sub) in items.iter().enumerate() {
+                    keys_named(sub, names, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_format_has_no_value_rule_and_keeps_the_keys_and_types() {
+        let format = request_schema(Level::Format);
+        let strict = request_schema(Level::Strict);
+        let rules = [
+            "required",
+            "pattern",
+            "minimum",
+            "maximum",
+            "minLength",
+            "maxLength",
+            "enum",
+            "const",
+            "not",
+            "format",
+            "allOf",
+        ];
+        let mut found = Vec::new();
+        keys_named(&format, &rules, "", &mut found);
+        assert_eq!(found, ["/required"], "{format:#}");
+        assert_eq!(format["required"], serde_json::json!(["users"]));
+        // The strict schema has them, or this test would prove nothing.
+        let mut in_strict = Vec::new();
+        keys_named(&strict, &rules, "", &mut in_strict);
+        assert!(in_strict.len() > 20, "{in_strict:?}");
+        for def in ["UserData", "DiscountCard"] {
+            let pointer = format!("/$defs/{def}/additionalProperties");
+            assert_eq!(format.pointer(&pointer), Some(&Value::Bool(false)), "{def}");
+            let keys = |s: &Value| {
+                let properties = s.pointer(&format!("/$defs/{def}/properties"));
+                properties
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().cloned().collect::<Vec<_>>())
+            };
+            assert_eq!(keys(&format), keys(&strict), "{def}");
+        }
+        // Every schema's type is the strict one's, all the way down.
+        let mut types = (Vec::new(), Vec::new());
+        keys_named(&format, &["type", "$ref"], "", &mut types.0);
+        keys_named(&strict, &["type", "$ref"], "", &mut types.1);
+        assert_eq!(types.0, types.1);
+        for pointer in &types.0 {
+            assert_eq!(
+                format.pointer(pointer),
+                strict.pointer(pointer),
+                "{pointer}"
+            );
+        }
     }
 }

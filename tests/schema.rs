@@ -1,6 +1,7 @@
-//! `userdrop schema`, `completions` and `man`, run as the built binary. The schema is
-//! checked with an independent validator, against the platform's example and against
-//! the daemon's own verdicts (`check`) on values at the edges of every rule.
+//! `userdrop schema`, `completions` and `man`, run as the built binary. Both levels of
+//! the schema are checked with an independent validator: the request format (default)
+//! against the platform's example and wrong types, the strict one against the daemon's
+//! own verdicts (`check`) on values at the edges of every rule.
 
 mod common;
 
@@ -10,18 +11,24 @@ use jsonschema::Validator;
 use serde_json::{Value, json};
 use std::fs;
 
-/// The printed schema.
-fn schema() -> Value {
+/// The schema `userdrop schema` prints with `args` after it.
+fn schema(args: &[&str]) -> Value {
     let out = userdrop()
         .arg("schema")
+        .args(args)
         .output()
         .expect("userdrop schema runs");
     assert!(out.status.success(), "exit {:?}", out.status);
     serde_json::from_slice(&out.stdout).expect("the schema is JSON")
 }
 
-fn validator() -> Validator {
-    jsonschema::draft202012::new(&schema()).expect("a valid 2020-12 schema")
+/// The default schema: the request format.
+fn format() -> Validator {
+    jsonschema::draft202012::new(&schema(&[])).expect("a valid 2020-12 schema")
+}
+
+fn strict() -> Validator {
+    jsonschema::draft202012::new(&schema(&["--strict"])).expect("a valid 2020-12 schema")
 }
 
 /// The instance paths of every error, for messages and for checking where they are.
@@ -54,21 +61,36 @@ fn full_user() -> Value {
 
 #[test]
 fn schema_is_json_and_declares_2020_12() {
-    let s = schema();
-    assert_eq!(
-        s["$schema"], "https://json-schema.org/draft/2020-12/schema",
-        "{s}"
-    );
-    assert!(s["title"].as_str().is_some_and(|t| !t.is_empty()));
-    assert!(jsonschema::meta::is_valid(&s), "not a valid schema: {s}");
-    // The field descriptions come from the doc comments in model.rs.
-    let note = &s["$defs"]["UserData"]["properties"]["note"]["description"];
-    assert!(note.as_str().is_some_and(|d| d.contains("2000")), "{note}");
+    // (arguments, words its description must use to say which level it is)
+    for (args, level) in [
+        (&[][..], "Request format (userdrop schema)"),
+        (&["--strict"], "Strict (userdrop schema --strict)"),
+    ] {
+        let s = schema(args);
+        assert_eq!(
+            s["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{s}"
+        );
+        assert!(s["title"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(jsonschema::meta::is_valid(&s), "not a valid schema: {s}");
+        let description = s["description"].as_str().unwrap_or_default();
+        assert!(description.contains(level), "{args:?}: {description}");
+        // The field descriptions come from the doc comments in model.rs.
+        let note = &s["$defs"]["UserData"]["properties"]["note"]["description"];
+        assert!(note.as_str().is_some_and(|d| d.contains("2000")), "{note}");
+    }
 }
 
 #[test]
-fn seed_example_validates_but_for_its_deliberately_bad_user() {
-    let v = validator();
+fn seed_example_validates_the_request_format() {
+    // The whole file, its deliberately bad third user included: that user is judged
+    // (and rejected) on its own, the file is a well-formed request.
+    assert_eq!(errors(&format(), &seed()), Vec::<String>::new());
+}
+
+#[test]
+fn seed_example_fails_strict_only_for_its_deliberately_bad_user() {
+    let v = strict();
     let mut seed = seed();
     // The platform's example ends with {"email": "some@email"}: no title and an email
     // without a dot in its domain, which the daemon rejects (codes 1 and 2).
@@ -90,26 +112,44 @@ fn seed_example_validates_but_for_its_deliberately_bad_user() {
     assert_eq!(errors(&v, &seed), Vec::<String>::new());
 }
 
+/// (what, where as a JSON pointer, the value put there; None removes the key)
+type Mutation = (&'static str, &'static str, Option<Value>);
+
+/// A request with one full user, which passes both levels.
+fn good() -> Value {
+    json!({"token": "t", "users": [full_user()], "ignored_top_level_key": 1})
+}
+
+/// [`good`] with `mutation` applied to it.
+fn mutated((what, pointer, value): &Mutation) -> Value {
+    let mut doc = good();
+    let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
+    match (doc.pointer_mut(parent), value.clone()) {
+        (Some(Value::Object(o)), Some(v)) => drop(o.insert(key.to_owned(), v)),
+        (Some(Value::Object(o)), None) => drop(o.remove(key)),
+        (Some(Value::Array(a)), Some(v)) => a[key.parse::<usize>().expect("an index")] = v,
+        _ => panic!("{what}: nothing at {parent}"),
+    }
+    doc
+}
+
+/// The unchanged request passes both levels, or the refusals below prove nothing.
 #[test]
-fn wrong_types_and_unknown_keys_are_refused() {
-    let v = validator();
-    let good = json!({"token": "t", "users": [full_user()], "ignored_top_level_key": 1});
-    assert_eq!(errors(&v, &good), Vec::<String>::new());
-    // (what, where as a JSON pointer, the value put there; None removes the key)
-    let mutations = [
+fn a_full_user_passes_both_levels() {
+    assert_eq!(errors(&format(), &good()), Vec::<String>::new());
+    assert_eq!(errors(&strict(), &good()), Vec::<String>::new());
+}
+
+#[test]
+fn wrong_types_and_unknown_keys_are_refused_by_both_levels() {
+    let (format, strict) = (format(), strict());
+    let mutations: [Mutation; 17] = [
         ("users a string", "/users", Some(json!("x"))),
         ("users missing", "/users", None),
         ("token a number", "/token", Some(json!(5))),
         ("user not an object", "/users/0", Some(json!([1]))),
         ("email a number", "/users/0/email", Some(json!(5))),
         ("email null", "/users/0/email", Some(Value::Null)),
-        ("title missing", "/users/0/title", None),
-        ("title blank", "/users/0/title", Some(json!(" \t"))),
-        (
-            "card status 7",
-            "/users/0/discount_card/status",
-            Some(json!(7)),
-        ),
         (
             "card status \"1\"",
             "/users/0/discount_card/status",
@@ -119,11 +159,6 @@ fn wrong_types_and_unknown_keys_are_refused() {
             "discount \"3\"",
             "/users/0/discount_card/discount",
             Some(json!("3")),
-        ),
-        (
-            "discount 100.5",
-            "/users/0/discount_card/discount",
-            Some(json!(100.5)),
         ),
         (
             "active \"yes\"",
@@ -141,24 +176,82 @@ fn wrong_types_and_unknown_keys_are_refused() {
             "/users/0/discount_card",
             Some(json!("gold")),
         ),
-        ("manager_id 0", "/users/0/manager_id", Some(json!(0))),
         ("balance a string", "/users/0/balance", Some(json!("1.5"))),
         (
             "newsletter 1",
             "/users/0/newsletter_subscription",
             Some(json!(1)),
         ),
+        (
+            "newsletter \"yes\"",
+            "/users/0/newsletter_subscription",
+            Some(json!("yes")),
+        ),
+        (
+            "card an array",
+            "/users/0/discount_card",
+            Some(json!([{"status": 1}])),
+        ),
+        ("manager_id 1.5", "/users/0/manager_id", Some(json!(1.5))),
     ];
-    for (what, pointer, value) in mutations {
-        let mut doc = good.clone();
-        let (parent, key) = pointer.rsplit_once('/').expect("a pointer");
-        match (doc.pointer_mut(parent), value) {
-            (Some(Value::Object(o)), Some(v)) => drop(o.insert(key.to_owned(), v)),
-            (Some(Value::Object(o)), None) => drop(o.remove(key)),
-            (Some(Value::Array(a)), Some(v)) => a[key.parse::<usize>().expect("an index")] = v,
-            _ => panic!("{what}: nothing at {parent}"),
-        }
-        assert!(!v.is_valid(&doc), "{what} passed: {doc}");
+    for mutation in &mutations {
+        let doc = mutated(mutation);
+        let what = mutation.0;
+        assert!(!format.is_valid(&doc), "{what} passed the format: {doc}");
+        assert!(!strict.is_valid(&doc), "{what} passed strict: {doc}");
+    }
+}
+
+#[test]
+fn value_rules_are_checked_by_strict_only() {
+    let (format, strict) = (format(), strict());
+    let mutations: [Mutation; 11] = [
+        ("title missing", "/users/0/title", None),
+        ("email missing", "/users/0/email", None),
+        ("title blank", "/users/0/title", Some(json!(" \t"))),
+        (
+            "email without a dot",
+            "/users/0/email",
+            Some(json!("some@email")),
+        ),
+        ("phone 123", "/users/0/phone", Some(json!("123"))),
+        (
+            "card status 7",
+            "/users/0/discount_card/status",
+            Some(json!(7)),
+        ),
+        (
+            "discount 100.5",
+            "/users/0/discount_card/discount",
+            Some(json!(100.5)),
+        ),
+        (
+            "date_limit 2019-02-29",
+            "/users/0/discount_card/date_limit",
+            Some(json!("2019-02-29")),
+        ),
+        ("manager_id 0", "/users/0/manager_id", Some(json!(0))),
+        (
+            "currency UAHX",
+            "/users/0/balance_currency",
+            Some(json!("UAHX")),
+        ),
+        (
+            "note 2001 characters",
+            "/users/0/note",
+            Some(json!("n".repeat(2001))),
+        ),
+    ];
+    for mutation in &mutations {
+        let doc = mutated(mutation);
+        let what = mutation.0;
+        assert_eq!(errors(&format, &doc), Vec::<String>::new(), "{what}");
+        let errs = errors(&strict, &doc);
+        assert!(!errs.is_empty(), "{what} passed strict: {doc}");
+        assert!(
+            errs.iter().all(|e| e.starts_with("/users/0")),
+            "{what}: {errs:?}"
+        );
     }
 }
 
@@ -298,7 +391,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn schema_agrees_with_the_daemon_user_by_user() {
-    let v = validator();
+    let (format, v) = (format(), strict());
     let cases = cases();
     // Every case gets its own email unless the email is what it tests, so that no
     // user is a duplicate of another.
@@ -334,6 +427,11 @@ fn schema_agrees_with_the_daemon_user_by_user() {
     for ((case, user), entry) in cases.iter().zip(&users).zip(log) {
         let daemon_ok = entry["info"][0]["code"] == 0;
         let schema_ok = v.is_valid(&json!({ "users": [user] }));
+        // The format is looser than strict, so it must never refuse a user the daemon
+        // or the strict schema takes.
+        if (daemon_ok || schema_ok) && !format.is_valid(&json!({ "users": [user] })) {
+            disagreements.push(format!("{user}: refused by the request format"));
+        }
         if daemon_ok {
             accepted += 1;
         } else {
@@ -362,7 +460,7 @@ fn schema_agrees_with_the_daemon_user_by_user() {
 
 #[test]
 fn date_limit_pattern_is_the_calendar() {
-    let v = validator();
+    let v = strict();
     let mut checked = 0;
     for year in [
         0, 1, 4, 100, 400, 1900, 1996, 2000, 2019, 2020, 2100, 2400, 9996, 9999,
@@ -385,7 +483,12 @@ fn date_limit_pattern_is_the_calendar() {
 #[test]
 fn generated_commands_do_not_open_the_store() {
     let env = Env::new();
-    for args in [&["schema"][..], &["completions", "zsh"], &["man"]] {
+    for args in [
+        &["schema"][..],
+        &["schema", "--strict"],
+        &["completions", "zsh"],
+        &["man"],
+    ] {
         userdrop()
             .current_dir(env.dir.path())
             .args(args)
