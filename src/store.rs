@@ -12,6 +12,7 @@
 //! | `p` path                    | [`Progress`] of a file being applied           |
 //! | `o` path                    | outbox: a [`FileRecord`] whose response is due |
 //! | `f` path                    | history: the [`FileRecord`] of the last run    |
+//! | `l` path                    | the log of a one-step file in the outbox, JSON |
 //!
 //! `path` is the request's canonical path, as bytes.
 //!
@@ -22,7 +23,10 @@
 //! tail past the committed length (a step cut short) is cut off by the next append.
 //! [`Store::flush`] syncs the spool files written before it flushes sled. Keeping them
 //! out of sled makes a big import write a third less through sled's log, and lets an
-//! unchanged re-import leave the store's size alone.
+//! unchanged re-import leave the store's size alone. A file done in one step (most
+//! files: up to `--step-users` users) keeps its log in sled instead, in the batch of
+//! its outbox entry: a spool file would cost it an fsync of its own, where sled's
+//! flush is shared by a whole group of files.
 
 use crate::messages::Message;
 use crate::model::{Email, Meta, Status, StoredUser, UserData};
@@ -38,6 +42,7 @@ const USER: u8 = b'u';
 const PROGRESS: u8 = b'p';
 const OUTBOX: u8 = b'o';
 const FILE: u8 = b'f';
+const LOG: u8 = b'l';
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -479,10 +484,15 @@ impl Store {
     /// length of the file's spool log.
     pub fn commit(&self, step: Step<'_>) -> Result<u64> {
         let mut log_len = step.progress.log_len;
-        if !step.log.is_empty() {
+        let mut batch = sled::Batch::default();
+        let one_step = step.done.is_some() && log_len == 0;
+        if one_step {
+            if !step.log.is_empty() {
+                batch.insert(path_key(LOG, step.path), encode(&step.log)?);
+            }
+        } else if !step.log.is_empty() {
             log_len = self.spool.append(step.path, log_len, &step.log)?;
         }
-        let mut batch = sled::Batch::default();
         for user in &step.writes {
             batch.insert(
                 key(USER, user.data.email.as_str().as_bytes()),
@@ -541,8 +551,17 @@ impl Store {
     pub fn log_chunks(
         &self,
         record: &FileRecord,
-    ) -> impl Iterator<Item = Result<Vec<Vec<Message>>>> + use<> {
-        self.spool.read(&record.path, record.log_len)
+    ) -> Box<dyn Iterator<Item = Result<Vec<Vec<Message>>>>> {
+        if record.log_len > 0 {
+            return Box::new(self.spool.read(&record.path, record.log_len));
+        }
+        let k = path_key(LOG, &record.path);
+        let inline = self
+            .db
+            .get(&k)
+            .map_err(StoreError::from)
+            .and_then(|v| v.map(|v| decode(&k, &v)).transpose());
+        Box::new(inline.transpose().into_iter())
     }
 
     /// The response of `path` is durably on disk: drop its outbox entry and log.
@@ -556,6 +575,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         for path in &paths {
             batch.remove(path_key(OUTBOX, path));
+            batch.remove(path_key(LOG, path));
         }
         self.db.apply_batch(batch)?;
         for path in paths {

@@ -397,17 +397,31 @@ fn spool_files(env: &Env) -> usize {
 
 #[test]
 fn the_log_spool_lives_until_the_response_is_durable_and_no_longer() {
-    // The log entries wait in a spool file beside sled until the response is written.
+    // A file of several steps keeps its log entries in a spool file beside sled until
+    // its response is written; a one-step file keeps them in sled.
     let env = Env::new();
-    let (a, stamps) = crash_after_outbox(&env);
+    let a = env.write("a.json", &json!({"users": users(0..5, "Kyiv")}));
+    let out = env.import(&[&a], &["--step-users", "2"], Some("after-outbox"));
+    assert_aborted(&out);
     assert_eq!(
         spool_files(&env),
         1,
         "the held-back response needs its spool"
     );
-    let b = env.write("b.json", &json!({"users": users(3..5, "Lviv")}));
+    let b = env.write("b.json", &json!({"users": users(5..7, "Lviv")}));
     assert_eq!(env.import(&[&b], &[], None).status.code(), Some(0));
-    assert_first_file_delivered(&env, &a, &stamps);
+    let response = response_of(&a).expect("the held-back response of a.json");
+    assert_eq!(
+        messages(&response),
+        [
+            "u00@x.com",
+            "u01@x.com",
+            "u02@x.com",
+            "u03@x.com",
+            "u04@x.com"
+        ]
+        .map(added)
+    );
     assert_eq!(spool_files(&env), 0, "spool files outlived their responses");
 
     // A spool no record counts on (a crash between the two) goes at the next start.
