@@ -312,6 +312,7 @@ fn judge(
     let checked = request::envelope(&mut source);
     let hash = source.hash();
     tracing::debug!(file = %path.display(), ms = timer.elapsed().as_millis() as u64, "first pass (syntax, shape, hash) done");
+    pause_point("after-first-pass");
     let envelope = match checked {
         Ok(envelope) => envelope,
         Err(Unread::Io(e)) => return Err(read_error(e)),
@@ -610,11 +611,24 @@ fn reject(
 /// Crash injection for the tests: with `USERDROP_FAULT=<point>` in the environment
 /// the process aborts at that point, as a `kill -9` would stop it there.
 fn fault_point(name: &str) {
-    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let fault = FAULT.get_or_init(|| std::env::var("USERDROP_FAULT").ok());
-    if fault.as_deref() == Some(name) {
+    if fault() == Some(name) {
         std::process::abort();
     }
+}
+
+/// For the tests: with `USERDROP_FAULT=pause-<point>` the process waits a second at
+/// that point, a window in which a test can change the file being processed.
+fn pause_point(name: &str) {
+    if fault().and_then(|f| f.strip_prefix("pause-")) == Some(name) {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn fault() -> Option<&'static str> {
+    static FAULT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    FAULT
+        .get_or_init(|| std::env::var("USERDROP_FAULT").ok())
+        .as_deref()
 }
 
 #[cfg(test)]

@@ -1,0 +1,156 @@
+//! A request rewritten in place while it is being applied (SPEC §2: never half a
+//! file). userdrop reads a file twice through one descriptor; a rewrite in place is
+//! caught by its size and time before anything is committed. `USERDROP_FAULT=
+//! pause-after-first-pass` holds the process for a second between the two passes, so
+//! the test can rewrite the file at a known moment.
+
+mod common;
+
+use assert_cmd::cargo::cargo_bin;
+use common::{Env, userdrop};
+use serde_json::{Value, json};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn request(emails: &[&str]) -> Vec<u8> {
+    let users: Vec<Value> = emails
+        .iter()
+        .map(|e| json!({"title": "T", "email": e}))
+        .collect();
+    serde_json::to_vec_pretty(&json!({ "users": users })).unwrap()
+}
+
+/// Truncates and rewrites `path` through the same inode, as an SFTP re-upload does.
+fn rewrite_in_place(path: &Path, bytes: &[u8]) {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+fn stored(env: &Env, email: &str) -> bool {
+    let out = userdrop()
+        .args(["get", "--db"])
+        .arg(env.db())
+        .arg(email)
+        .output()
+        .unwrap();
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        other => panic!("get exited with {other:?}: {out:?}"),
+    }
+}
+
+fn messages(response: &Path) -> Vec<String> {
+    let v: Value = serde_json::from_slice(&fs::read(response).unwrap()).unwrap();
+    v["response"]["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["info"][0]["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn import_of_a_file_rewritten_in_place_applies_nothing_and_says_so() {
+    let env = Env::new();
+    let a = env.inbox().join("a.json");
+    fs::write(&a, request(&["old1@x.com", "old2@x.com", "old3@x.com"])).unwrap();
+    let child = Command::new(cargo_bin("userdrop"))
+        .args(["import", "--db"])
+        .arg(env.db())
+        .arg(&a)
+        .env("USERDROP_FAULT", "pause-after-first-pass")
+        .env_remove("USERDROP_TOKENS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    rewrite_in_place(&a, &request(&["new1@x.com", "new2@x.com"]));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("changed while it was being applied"),
+        "{stderr}"
+    );
+    assert!(!env.inbox().join("a.response.json").exists());
+    for email in ["old1@x.com", "old2@x.com", "old3@x.com", "new1@x.com"] {
+        assert!(!stored(&env, email), "{email} was applied");
+    }
+
+    // Run again on the file as it now is: applied whole.
+    let out = userdrop()
+        .args(["import", "--db"])
+        .arg(env.db())
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        messages(&env.inbox().join("a.response.json")),
+        [
+            "User new1@x.com added successfully",
+            "User new2@x.com added successfully"
+        ]
+    );
+}
+
+#[test]
+fn the_daemon_takes_a_file_rewritten_in_place_again_and_answers_its_new_content() {
+    let env = Env::new();
+    let mut daemon = Command::new(cargo_bin("userdrop"))
+        .args(["run", "--settle", "300", "--watch"])
+        .arg(env.inbox())
+        .arg("--db")
+        .arg(env.db())
+        .env("USERDROP_FAULT", "pause-after-first-pass")
+        .env_remove("USERDROP_TOKENS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let hidden = env.inbox().join(".a.json.part");
+    let a = env.inbox().join("a.json");
+    fs::write(
+        &hidden,
+        request(&["old1@x.com", "old2@x.com", "old3@x.com"]),
+    )
+    .unwrap();
+    fs::rename(&hidden, &a).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    rewrite_in_place(&a, &request(&["new1@x.com", "new2@x.com"]));
+
+    let response = env.inbox().join("a.response.json");
+    let started = Instant::now();
+    while !response.exists() && started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let status = daemon.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(response.exists(), "no response within 15 s");
+    assert_eq!(
+        messages(&response),
+        [
+            "User new1@x.com added successfully",
+            "User new2@x.com added successfully"
+        ]
+    );
+    for email in ["old1@x.com", "old2@x.com", "old3@x.com"] {
+        assert!(
+            !stored(&env, email),
+            "{email} of the old content was applied"
+        );
+    }
+}
