@@ -17,7 +17,7 @@ use crate::messages::{Lang, Message};
 use crate::model::{Meta, Status, StoredUser};
 use crate::request::{self, Halt, Stop, Token, Unread};
 use crate::response;
-use crate::store::{Counts, FileRecord, Progress, Step, Store, StoreError};
+use crate::store::{self, Counts, FileRecord, Progress, Step, Store, StoreError};
 use crate::validate::{Validator, Verdict};
 use chrono::Utc;
 use std::fmt;
@@ -528,13 +528,30 @@ fn apply_verdict(
         Verdict::Valid(patch) => patch,
     };
     let email = patch.email.to_string();
-    let stored = match store.user(&patch.email) {
-        Ok(stored) => stored,
-        // One unreadable record must not stop the file: that user gets code 3.
-        Err(StoreError::Corrupt { key, reason }) => {
-            counts.rejected += 1;
-            return Ok((vec![Message::CorruptRecord { key, reason }], None));
+    // One unreadable record must not stop the file: that user gets code 3.
+    let corrupt = |counts: &mut Counts, key, reason| {
+        counts.rejected += 1;
+        Ok((vec![Message::CorruptRecord { key, reason }], None))
+    };
+    let stored = match store.user_raw(&patch.email) {
+        Ok(Some(raw)) => {
+            // A record written from exactly these fields is what merging them into
+            // it gives back: unchanged, known from its hash without decoding it.
+            if let Some(hash) = raw.data_hash() {
+                let fresh = patch.clone().merge(None);
+                if store::data_hash(&fresh)? == hash {
+                    counts.unchanged += 1;
+                    return Ok((vec![Message::Unchanged { email }], None));
+                }
+            }
+            match raw.decode() {
+                Ok(old) => Some(old),
+                Err(StoreError::Corrupt { key, reason }) => return corrupt(counts, key, reason),
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(None) => None,
+        Err(StoreError::Corrupt { key, reason }) => return corrupt(counts, key, reason),
         Err(e) => return Err(e.into()),
     };
     let data = patch.merge(stored.as_ref().map(|s| &s.data));

@@ -8,7 +8,7 @@
 //!
 //! | key                         | value                                          |
 //! |-----------------------------|------------------------------------------------|
-//! | `u` email                   | a user: JSON `[data, meta]`                    |
+//! | `u` email                   | a user: hash of data, JSON `[data, meta]`      |
 //! | `p` path                    | [`Progress`] of a file being applied           |
 //! | `o` path                    | outbox: a [`FileRecord`] whose response is due |
 //! | `f` path                    | history: the [`FileRecord`] of the last run    |
@@ -343,9 +343,62 @@ fn decode<'a, T: Deserialize<'a>>(k: &[u8], bytes: &'a [u8]) -> Result<T> {
     })
 }
 
+/// The first byte of a user record that starts with the hash of its data fields.
+/// (Records without it, JSON from the first versions, start with `[`.)
+const HASHED: u8 = 1;
+
+/// A user record: [`HASHED`], xxh3-128 of the data's JSON (16 bytes, little end
+/// first), then JSON `[data, meta]`. The hash lets an unchanged re-import tell
+/// "nothing to do" without decoding the record.
+fn encode_user(user: &StoredUser) -> Result<Vec<u8>> {
+    let data = encode(&user.data)?;
+    let meta = encode(&user.meta)?;
+    let mut v = Vec::with_capacity(20 + data.len() + meta.len());
+    v.push(HASHED);
+    v.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes());
+    v.push(b'[');
+    v.extend_from_slice(&data);
+    v.push(b',');
+    v.extend_from_slice(&meta);
+    v.push(b']');
+    Ok(v)
+}
+
+/// The hash a record written from `data` carries.
+pub fn data_hash(data: &UserData) -> Result<u128> {
+    Ok(xxhash_rust::xxh3::xxh3_128(&encode(data)?))
+}
+
 fn decode_user(k: &[u8], bytes: &[u8]) -> Result<StoredUser> {
-    let (data, meta): (UserData, Meta) = decode(k, bytes)?;
+    let json = match bytes.split_first() {
+        Some((&HASHED, rest)) if rest.len() > 16 => &rest[16..],
+        _ => bytes,
+    };
+    let (data, meta): (UserData, Meta) = decode(k, json)?;
     Ok(StoredUser { data, meta })
+}
+
+/// A user record as sled holds it, decoded only when needed.
+pub struct RawUser {
+    key: Vec<u8>,
+    bytes: sled::IVec,
+}
+
+impl RawUser {
+    /// The hash of the data fields, for records that carry one.
+    pub fn data_hash(&self) -> Option<u128> {
+        match self.bytes.split_first() {
+            Some((&HASHED, rest)) => rest
+                .get(..16)
+                .and_then(|h| <[u8; 16]>::try_from(h).ok())
+                .map(u128::from_le_bytes),
+            _ => None,
+        }
+    }
+
+    pub fn decode(&self) -> Result<StoredUser> {
+        decode_user(&self.key, &self.bytes)
+    }
 }
 
 fn open_sled(dir: &Path, options: &StoreOptions) -> Result<sled::Db> {
@@ -445,8 +498,12 @@ impl Store {
     }
 
     pub fn user(&self, email: &Email) -> Result<Option<StoredUser>> {
-        let k = key(USER, email.as_str().as_bytes());
-        self.db.get(&k)?.map(|v| decode_user(&k, &v)).transpose()
+        self.user_raw(email)?.map(|raw| raw.decode()).transpose()
+    }
+
+    pub fn user_raw(&self, email: &Email) -> Result<Option<RawUser>> {
+        let key = key(USER, email.as_str().as_bytes());
+        Ok(self.db.get(&key)?.map(|bytes| RawUser { key, bytes }))
     }
 
     /// Every user, sorted by email.
@@ -496,7 +553,7 @@ impl Store {
         for user in &step.writes {
             batch.insert(
                 key(USER, user.data.email.as_str().as_bytes()),
-                encode(&(&user.data, &user.meta))?,
+                encode_user(user)?,
             );
         }
         match &step.done {
@@ -590,5 +647,32 @@ impl Store {
             let (k, v) = item?;
             decode(&k, &v)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_records_carry_the_hash_of_their_data_and_old_records_still_read() {
+        let record = br#"[{"title":"T","email":"a@b.co"},{"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","source_file":"a.json"}]"#;
+        let old = RawUser {
+            key: b"ua@b.co".to_vec(),
+            bytes: sled::IVec::from(&record[..]),
+        };
+        assert_eq!(old.data_hash(), None, "a record from before the hash");
+        let user = old.decode().unwrap();
+        assert_eq!(user.data.title, "T");
+
+        let new = RawUser {
+            key: b"ua@b.co".to_vec(),
+            bytes: sled::IVec::from(encode_user(&user).unwrap()),
+        };
+        assert_eq!(new.data_hash(), Some(data_hash(&user.data).unwrap()));
+        assert_eq!(new.decode().unwrap(), user);
+        let mut other = user.data.clone();
+        other.title = "U".into();
+        assert_ne!(new.data_hash(), Some(data_hash(&other).unwrap()));
     }
 }
