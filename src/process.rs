@@ -195,25 +195,45 @@ pub fn deliver_all(store: &Store, records: &[FileRecord], lang: Lang) -> Result<
     store.flush()?;
     fault_point("after-outbox");
     let mut staged = Vec::with_capacity(records.len());
+    // A few files: an fsync each, which leaves other writers on the disk alone. A
+    // big group: one syncfs for all of them.
+    let sync = if records.len() >= SYNCFS_FROM {
+        response::Sync::Later
+    } else {
+        response::Sync::EachFile
+    };
     for record in records {
         let target = response::response_path(&record.path);
         let log = store
             .log_chunks(record)
             .map(|chunk| chunk.map_err(io::Error::other));
-        let written = response::stage(&target, |out| {
+        let written = response::stage(&target, sync, |out| {
             response::write_json(out, record.status, record.message.as_ref(), log, lang)
         });
         match written {
             Ok(s) => staged.push(s),
             Err(source) => {
                 // Put in place what is ready, so that one failure costs one file.
-                let _ = response::publish(staged);
+                if sync == response::Sync::EachFile || response::sync_filesystems(&staged).is_ok() {
+                    let _ = response::publish(staged);
+                } else {
+                    staged.into_iter().for_each(response::Staged::discard);
+                }
                 return Err(Error::Write {
                     path: target,
                     source,
                 });
             }
         }
+    }
+    if sync == response::Sync::Later
+        && let Err(source) = response::sync_filesystems(&staged)
+    {
+        staged.into_iter().for_each(response::Staged::discard);
+        return Err(Error::Write {
+            path: records[0].path.clone(),
+            source,
+        });
     }
     response::publish(staged).map_err(|source| Error::Write {
         path: records[0].path.clone(),
@@ -257,6 +277,10 @@ enum Mode {
     Apply,
     Check,
 }
+
+/// From this many files in a group, their responses' data is synced with one
+/// `syncfs` instead of an fsync each.
+const SYNCFS_FROM: usize = 8;
 
 /// Verdicts handed from the reading thread to the applying one at a time.
 const VERDICT_BATCH: usize = 512;

@@ -95,6 +95,44 @@ fn seed_request_gets_its_response_while_running_and_sigterm_exits_0() {
 }
 
 #[test]
+fn a_big_group_of_waiting_files_is_answered_whole_and_in_order() {
+    // 40 files waiting at start-up are answered as one group (one flush, one syncfs,
+    // one folder sync): every one gets its own complete response, nothing is left
+    // under a temporary name, and later files win.
+    let (dir, inbox) = setup();
+    for i in 0..40 {
+        fs::write(
+            inbox.join(format!("f{i:02}.json")),
+            one_user(&format!("t{i:02}")),
+        )
+        .unwrap();
+    }
+    let out = Command::new(cargo_bin("userdrop"))
+        .current_dir(dir.path())
+        .args(["run", "--once"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut names: Vec<String> = fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 80, "{names:?}");
+    for i in 0..40 {
+        let response = inbox.join(format!("f{i:02}.response.json"));
+        assert_eq!(status_of(&response), "OK", "f{i:02}");
+    }
+    let get = Command::new(cargo_bin("userdrop"))
+        .current_dir(dir.path())
+        .args(["get", "same@example.com"])
+        .output()
+        .unwrap();
+    let user: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
+    assert_eq!(user["title"], "t39");
+}
+
+#[test]
 fn once_processes_waiting_files_in_name_order() {
     let (dir, inbox) = setup();
     // b is applied after a, so b's title wins.
