@@ -45,6 +45,12 @@ struct Readiness {
 
 type Stamp = (u64, Option<SystemTime>);
 
+/// The size and modification time of the file at `path`, not following a link.
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()))
+}
+
 /// How to take a waiting file now, if at all.
 enum Take {
     /// Not now: unchanged since it last proved incomplete, and not settled yet.
@@ -57,14 +63,13 @@ enum Take {
 
 impl Readiness {
     fn take(&self, path: &Path, settings: &Settings, settle: Duration) -> Take {
-        let Ok(meta) = fs::symlink_metadata(path) else {
+        let Some(seen) = stamp(path) else {
             return Take::Later;
         };
         // Too large is judged by size alone, without reading.
-        if meta.len() > settings.max_file_size {
+        if seen.0 > settings.max_file_size {
             return Take::Now;
         }
-        let seen = (meta.len(), meta.modified().ok());
         match self.unsettled.get(path) {
             Some((last, since)) if *last == seen => {
                 if since.elapsed() >= settle {
@@ -95,22 +100,23 @@ impl Readiness {
 
 /// Files committed but not yet answered: they share one flush and one folder sync.
 /// Bounded so that the first of them is not kept waiting long.
+#[derive(Default)]
 struct Group {
+    /// Each file's record and when it was taken; the first one's is how long the
+    /// group has waited.
     files: Vec<(FileRecord, Instant)>,
-    since: Option<Instant>,
 }
 
 const GROUP_FILES: usize = 256;
 const GROUP_WAIT: Duration = Duration::from_millis(200);
 
 impl Group {
-    fn push(&mut self, record: FileRecord, started: Instant) {
-        self.since.get_or_insert(started);
-        self.files.push((record, started));
-    }
-
     fn full(&self) -> bool {
-        self.files.len() >= GROUP_FILES || self.since.is_some_and(|s| s.elapsed() >= GROUP_WAIT)
+        self.files.len() >= GROUP_FILES
+            || self
+                .files
+                .first()
+                .is_some_and(|(_, started)| started.elapsed() >= GROUP_WAIT)
     }
 
     /// Makes the group durable and writes its responses. Returns whether all were `OK`.
@@ -121,7 +127,6 @@ impl Group {
         hooks: &crate::hooks::Hooks,
     ) -> Result<bool, String> {
         let files = std::mem::take(&mut self.files);
-        self.since = None;
         let records: Vec<FileRecord> = files.iter().map(|(r, _)| r.clone()).collect();
         process::deliver_all(store, &records, settings.lang).map_err(|e| e.to_string())?;
         let mut all_ok = true;
@@ -186,10 +191,7 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         readiness.unsettled.retain(|path, _| path.exists());
         let waiting = inbox::waiting(&options.inbox)
             .map_err(|e| format!("cannot read the inbox {}: {e}", options.inbox.display()))?;
-        let mut group = Group {
-            files: Vec::new(),
-            since: None,
-        };
+        let mut group = Group::default();
         for file in waiting {
             if stop.load(Ordering::Relaxed) {
                 break;
@@ -209,7 +211,7 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             match process::take_file(store, &file, &current, defer) {
                 Ok(Taken::Ready(record)) => {
                     readiness.unsettled.remove(&file);
-                    group.push(record, started);
+                    group.files.push((record, started));
                 }
                 Ok(Taken::Incomplete) => {
                     if let Some(seen) = seen {
@@ -228,8 +230,8 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
                 // Rewritten while it was read: take it again once it is still.
                 Err(e @ process::Error::Changed { .. }) => {
                     tracing::warn!("{e}");
-                    if let Ok(meta) = fs::symlink_metadata(&file) {
-                        readiness.incomplete(&file, (meta.len(), meta.modified().ok()));
+                    if let Some(seen) = stamp(&file) {
+                        readiness.incomplete(&file, seen);
                     }
                 }
                 Err(process::Error::Interrupted) => {

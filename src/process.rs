@@ -214,26 +214,13 @@ pub fn deliver_all(store: &Store, records: &[FileRecord], lang: Lang) -> Result<
             Ok(s) => staged.push(s),
             Err(source) => {
                 // Put in place what is ready, so that one failure costs one file.
-                if sync == response::Sync::EachFile || response::sync_filesystems(&staged).is_ok() {
-                    let _ = response::publish(staged);
-                } else {
-                    staged.into_iter().for_each(response::Staged::discard);
-                }
+                let _ = response::publish(staged);
                 return Err(Error::Write {
                     path: target,
                     source,
                 });
             }
         }
-    }
-    if sync == response::Sync::Later
-        && let Err(source) = response::sync_filesystems(&staged)
-    {
-        staged.into_iter().for_each(response::Staged::discard);
-        return Err(Error::Write {
-            path: records[0].path.clone(),
-            source,
-        });
     }
     response::publish(staged).map_err(|source| Error::Write {
         path: records[0].path.clone(),
@@ -362,7 +349,6 @@ fn judge(
     let mut progress = Progress {
         hash: hash.clone(),
         next_index: 0,
-        steps: 0,
         counts: Counts::default(),
         log_len: 0,
     };
@@ -415,7 +401,6 @@ fn judge(
                         progress: &mut Progress,
                         last: bool|
      -> Result<(), Error> {
-        progress.steps += 1;
         let mut finished = last.then(|| record(progress));
         match mode {
             Mode::Apply => {
@@ -636,7 +621,6 @@ fn reject(
             progress: Progress {
                 hash,
                 next_index: 0,
-                steps: 0,
                 counts: Counts::default(),
                 log_len: 0,
             },

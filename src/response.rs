@@ -101,8 +101,7 @@ pub fn write_json<W: Write>(
 /// it; when it is not, the response keeps the daemon's group.
 fn share_with_folder(file: &File, target: &Path) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let dir = target.parent().filter(|d| !d.as_os_str().is_empty());
-    let group = fs::metadata(dir.unwrap_or(Path::new(".")))?.gid();
+    let group = fs::metadata(folder(target))?.gid();
     if file.metadata()?.gid() != group
         && let Err(e) = std::os::unix::fs::fchown(file, None, Some(group))
     {
@@ -111,28 +110,13 @@ fn share_with_folder(file: &File, target: &Path) -> io::Result<()> {
     file.set_permissions(fs::Permissions::from_mode(0o640))
 }
 
-/// Writes `target` so that it appears whole or not at all: a hidden temporary name in
-/// the same folder, fsync, rename, fsync of the folder. Returns after the response is
-/// durable.
-pub fn write_atomic(
-    target: &Path,
-    fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
-) -> io::Result<()> {
-    publish(vec![stage(target, Sync::EachFile, fill)?])
-}
-
-/// A response complete and synced under its temporary name, not yet in place.
+/// A response complete under its temporary name, not yet in place.
 #[derive(Debug)]
 pub struct Staged {
     temp: PathBuf,
     target: PathBuf,
-}
-
-impl Staged {
-    /// Gives up a staged response: its temporary file goes.
-    pub fn discard(self) {
-        let _ = fs::remove_file(&self.temp);
-    }
+    /// Its data is already durable (fsynced by [`stage`]).
+    synced: bool,
 }
 
 /// How a staged response's data is made durable.
@@ -140,14 +124,14 @@ impl Staged {
 pub enum Sync {
     /// fsync of the file itself, at once.
     EachFile,
-    /// Later, by [`sync_filesystems`] for a whole group: one call instead of an fsync
-    /// per file, which dominated 10 000 small files.
+    /// By [`publish`], for the whole group at once: one `syncfs` per folder instead of
+    /// an fsync per file, which dominated 10 000 small files.
     Later,
 }
 
-/// Writes a response under its temporary name and syncs it (or leaves that to
-/// [`sync_filesystems`]); [`publish`] puts it in place. Splitting the steps lets a
-/// group of responses share one sync of their data and one of each folder.
+/// Writes a response under its temporary name (syncing it now, or leaving that to
+/// [`publish`]); [`publish`] puts it in place. Splitting the steps lets a group of
+/// responses share one sync of their data and one of each folder.
 pub fn stage(
     target: &Path,
     sync: Sync,
@@ -170,6 +154,7 @@ pub fn stage(
         Ok(()) => Ok(Staged {
             temp,
             target: target.to_path_buf(),
+            synced: sync == Sync::EachFile,
         }),
         Err(e) => {
             // Leave no stray temporary file behind; the error is what matters.
@@ -179,49 +164,60 @@ pub fn stage(
     }
 }
 
-/// Makes the data of responses staged with [`Sync::Later`] durable: one `syncfs` per
-/// folder, which writes back everything dirty on that folder's filesystem.
-pub fn sync_filesystems(staged: &[Staged]) -> io::Result<()> {
+/// The folder a response is written in.
+fn folder(target: &Path) -> &Path {
+    target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The distinct folders of `staged`, in order of first appearance.
+fn folders<'a>(staged: impl IntoIterator<Item = &'a Staged>) -> Vec<&'a Path> {
     let mut folders: Vec<&Path> = Vec::new();
     for s in staged {
-        let dir = s.target.parent().filter(|d| !d.as_os_str().is_empty());
-        let dir = dir.unwrap_or(Path::new("."));
+        let dir = folder(&s.target);
         if !folders.contains(&dir) {
             folders.push(dir);
         }
     }
-    for dir in folders {
-        let folder = File::open(dir)?;
-        // SAFETY: syncfs only reads the descriptor, which `folder` keeps open.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&folder)) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    folders
+}
+
+/// `syncfs` on the filesystem of `dir`: writes back everything dirty there.
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let folder = File::open(dir)?;
+    // SAFETY: syncfs only reads the descriptor, which `folder` keeps open.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&folder)) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
-/// Renames staged responses into place, then syncs each of their folders once, so
-/// the renames survive a power cut.
+/// Makes the data of responses not yet synced durable (one `syncfs` per folder),
+/// renames every response into place, then syncs each folder once, so the renames
+/// survive a power cut. If the data cannot be made durable, nothing is put in place.
 pub fn publish(staged: Vec<Staged>) -> io::Result<()> {
-    let mut folders: Vec<PathBuf> = Vec::new();
+    let unsynced = folders(staged.iter().filter(|s| !s.synced));
+    if let Err(e) = unsynced.into_iter().try_for_each(sync_filesystem) {
+        for s in staged {
+            let _ = fs::remove_file(&s.temp);
+        }
+        return Err(e);
+    }
     let mut first_error = None;
-    for s in staged {
+    let mut renamed = Vec::with_capacity(staged.len());
+    for s in &staged {
         match fs::rename(&s.temp, &s.target) {
-            Ok(()) => {
-                let dir = s.target.parent().filter(|d| !d.as_os_str().is_empty());
-                let dir = dir.unwrap_or(Path::new(".")).to_path_buf();
-                if !folders.contains(&dir) {
-                    folders.push(dir);
-                }
-            }
+            Ok(()) => renamed.push(s),
             Err(e) => {
                 let _ = fs::remove_file(&s.temp);
                 first_error.get_or_insert(e);
             }
         }
     }
-    for dir in folders {
-        if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+    for dir in folders(renamed) {
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
             first_error.get_or_insert(e);
         }
     }
@@ -257,7 +253,10 @@ mod tests {
         let group = 4242;
         let is_root = std::os::unix::fs::chown(dir.path(), None, Some(group)).is_ok();
         let target = dir.path().join("a.response.json");
-        write_atomic(&target, |out| out.write_all(b"{}")).unwrap();
+        publish(vec![
+            stage(&target, Sync::EachFile, |out| out.write_all(b"{}")).unwrap(),
+        ])
+        .unwrap();
         let meta = fs::metadata(&target).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o640);
         assert_eq!(meta.gid(), fs::metadata(dir.path()).unwrap().gid());

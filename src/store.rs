@@ -99,8 +99,6 @@ pub struct Progress {
     pub hash: String,
     /// The first user not applied yet.
     pub next_index: u64,
-    /// Steps committed so far.
-    pub steps: u32,
     pub counts: Counts,
     /// Bytes of the file's spool log that are committed.
     #[serde(default)]
@@ -621,12 +619,8 @@ impl Store {
         Box::new(inline.transpose().into_iter())
     }
 
-    /// The response of `path` is durably on disk: drop its outbox entry and log.
-    pub fn clear_outbox(&self, path: &Path) -> Result<()> {
-        self.clear_outboxes([path])
-    }
-
-    /// [`Store::clear_outbox`] for many files in one batch.
+    /// The responses of `paths` are durably on disk: drop their outbox entries and
+    /// logs, in one batch.
     pub fn clear_outboxes<'p>(&self, paths: impl IntoIterator<Item = &'p Path>) -> Result<()> {
         let paths: Vec<&Path> = paths.into_iter().collect();
         let mut batch = sled::Batch::default();
