@@ -72,6 +72,16 @@ fn status_of(response: &Path) -> String {
     v["status"].as_str().unwrap().to_owned()
 }
 
+/// The stored user `same@example.com` of the store in `dir`, as `get` prints it.
+fn stored_same(dir: &Path) -> serde_json::Value {
+    let get = Command::new(cargo_bin("userdrop"))
+        .current_dir(dir)
+        .args(["get", "same@example.com"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&get.stdout).unwrap()
+}
+
 fn one_user(title: &str) -> String {
     format!(r#"{{"users":[{{"title":"{title}","email":"same@example.com"}}]}}"#)
 }
@@ -123,13 +133,7 @@ fn a_big_group_of_waiting_files_is_answered_whole_and_in_order() {
         let response = inbox.join(format!("f{i:02}.response.json"));
         assert_eq!(status_of(&response), "OK", "f{i:02}");
     }
-    let get = Command::new(cargo_bin("userdrop"))
-        .current_dir(dir.path())
-        .args(["get", "same@example.com"])
-        .output()
-        .unwrap();
-    let user: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
-    assert_eq!(user["title"], "t39");
+    assert_eq!(stored_same(dir.path())["title"], "t39");
 }
 
 #[test]
@@ -149,12 +153,7 @@ fn once_processes_waiting_files_in_name_order() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let get = Command::new(cargo_bin("userdrop"))
-        .current_dir(dir.path())
-        .args(["get", "same@example.com"])
-        .output()
-        .unwrap();
-    let user: serde_json::Value = serde_json::from_slice(&get.stdout).unwrap();
+    let user = stored_same(dir.path());
     assert_eq!(user["title"], "second");
     assert_eq!(user["source_file"], "b.json");
 }
