@@ -172,14 +172,18 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
     let mut unreadable = std::collections::HashSet::new();
     let mut all_ok = true;
     let mut scan = true;
+    // A file changed under us: scan again shortly even if no event says so.
+    let mut retry = false;
     let mut first_pass = true;
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if !scan {
             // Short waits keep a stop signal answered quickly; files waiting to
             // settle are looked at again soon even if nothing reports a change.
-            let cap = Duration::from_millis(if readiness.waiting_for_any() { 50 } else { 200 });
-            scan = watch.wait(cap) || readiness.waiting_for_any();
+            let soon = readiness.waiting_for_any() || retry;
+            let cap = Duration::from_millis(if soon { 50 } else { 200 });
+            scan = watch.wait(cap) || soon;
+            retry = false;
             if hangup.swap(false, Ordering::Relaxed) {
                 options.hooks.reload(&mut current, &mut settle);
                 tracing::info!("SIGHUP: rescanning the inbox");
@@ -227,12 +231,15 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
                         tracing::error!(file = %file.display(), "{e}");
                     }
                 }
-                // Rewritten while it was read: take it again once it is still.
+                // Rewritten while it was read: take it again at once, as it is now.
+                // Nothing of it was committed. The usual cause is a writer still
+                // finishing a complete document (an SFTP `put` under the final name),
+                // so waiting out the settle time would only delay the answer; a
+                // file still being written is then simply incomplete and deferred.
                 Err(e @ process::Error::Changed { .. }) => {
-                    tracing::warn!("{e}");
-                    if let Some(seen) = stamp(&file) {
-                        readiness.incomplete(&file, seen);
-                    }
+                    tracing::info!("{e}; taking it again");
+                    readiness.unsettled.remove(&file);
+                    retry = true;
                 }
                 Err(process::Error::Interrupted) => {
                     tracing::info!(file = %file.display(), "stopped mid-file; it resumes at the next start");

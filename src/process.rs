@@ -128,7 +128,7 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("stopped by a signal; the file resumes at the next start")]
     Interrupted,
-    #[error("{path} changed while it was being applied; it is taken again once it stops changing")]
+    #[error("{path} changed while it was being applied; nothing of the changed text was committed")]
     Changed { path: PathBuf },
 }
 

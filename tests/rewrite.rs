@@ -107,7 +107,9 @@ fn import_of_a_file_rewritten_in_place_applies_nothing_and_says_so() {
 fn the_daemon_takes_a_file_rewritten_in_place_again_and_answers_its_new_content() {
     let env = Env::new();
     let mut daemon = Command::new(cargo_bin("userdrop"))
-        .args(["run", "--settle", "300", "--watch"])
+        // A settle time far beyond the wait below: the rewritten file must be taken
+        // again because it changed, not because it settled.
+        .args(["run", "--settle", "600000", "--watch"])
         .arg(env.inbox())
         .arg("--db")
         .arg(env.db())
