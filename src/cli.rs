@@ -358,6 +358,9 @@ pub fn import(args: &ImportArgs) -> ExitCode {
     if let Err(e) = process::replay_outbox(&store, settings.lang, &named) {
         return fail(&e);
     }
+    if let Err(e) = forget_vanished(&store) {
+        return fail(&e);
+    }
     let mut metrics = match open_metrics(&args.processing, &store) {
         Ok(m) => m,
         Err(e) => return fail(&e),
@@ -586,6 +589,14 @@ pub fn startup(store: &Store, inbox_dir: &Path, settings: &Settings) -> Result<(
     let replayed = process::replay_outbox(store, settings.lang, &[]).map_err(|e| e.to_string())?;
     if replayed > 0 {
         tracing::info!(replayed, "wrote the responses an interrupted run held back");
+    }
+    forget_vanished(store)
+}
+
+/// Drops the progress of files cut short by a stop and removed before they resumed.
+fn forget_vanished(store: &Store) -> Result<(), String> {
+    for path in store.forget_vanished().map_err(|e| e.to_string())? {
+        tracing::info!(file = %path.display(), "forgot the progress of a file cut short and since removed");
     }
     Ok(())
 }

@@ -533,6 +533,29 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the progress (and the spooled log) of files that were cut short and
+    /// have since been removed: nobody will resume them, and a big file's spool is
+    /// as large as its response. Durable on return. A file that comes back later
+    /// starts over, which applies nothing twice: the users of its committed steps are
+    /// found already stored and merged again.
+    pub fn forget_vanished(&self) -> Result<Vec<PathBuf>> {
+        let mut gone = Vec::new();
+        for k in self.db.scan_prefix([PROGRESS]).keys() {
+            let k = k?;
+            let path = Path::new(std::ffi::OsStr::from_bytes(&k[1..]));
+            if matches!(fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound) {
+                gone.push(path.to_path_buf());
+            }
+        }
+        for path in &gone {
+            self.discard_progress(path)?;
+        }
+        if !gone.is_empty() {
+            self.flush()?;
+        }
+        Ok(gone)
+    }
+
     /// Commits one step atomically: its users, the file's progress (with its log
     /// entries appended to the spool first), and on the last step the outbox entry and
     /// the history record. Not durable until [`Store::flush`]. Returns the committed

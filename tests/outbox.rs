@@ -429,3 +429,42 @@ fn the_log_spool_lives_until_the_response_is_durable_and_no_longer() {
     env.stats();
     assert_eq!(spool_files(&env), 0, "an orphan spool file was kept");
 }
+
+#[test]
+fn the_progress_of_a_file_cut_short_and_then_removed_is_forgotten() {
+    // A file cut short keeps its progress and spooled log for the resume; once it is
+    // removed nobody resumes it, and a big file's spool is as large as its response.
+    for command in ["import", "run"] {
+        let env = Env::new();
+        let a = env.write("a.json", &json!({"users": users(0..5, "Kyiv")}));
+        let out = env.import(&[&a], &["--step-users", "2"], Some("after-step"));
+        assert_aborted(&out);
+        assert_eq!(spool_files(&env), 1, "the cut file's log is spooled");
+        fs::remove_file(&a).unwrap();
+
+        let b = env.write("b.json", &json!({"users": users(5..6, "Lviv")}));
+        let out = match command {
+            "import" => env.import(&[&b], &[], None),
+            _ => {
+                let inbox = env.inbox();
+                env.run("run", &["--once", "--watch", inbox.to_str().unwrap()], None)
+            }
+        };
+        assert_eq!(out.status.code(), Some(0), "{command}: {out:?}");
+        assert!(response_of(&b).is_some(), "{command}: b.json answered");
+        assert_eq!(
+            spool_files(&env),
+            0,
+            "{command}: the spool outlived its file"
+        );
+
+        // The same request dropped again starts over and is answered whole.
+        let a = env.write("a.json", &json!({"users": users(0..5, "Kyiv")}));
+        let out = env.import(&[&a], &["--step-users", "2"], None);
+        assert_eq!(out.status.code(), Some(0), "{command}: {out:?}");
+        let log = messages(&response_of(&a).expect("a.json answered"));
+        assert_eq!(log.len(), 5, "{command}: {log:#?}");
+        assert_eq!(log[4], added("u04@x.com"), "{command}");
+        assert_eq!(spool_files(&env), 0, "{command}");
+    }
+}
