@@ -309,17 +309,29 @@ fn judge(
             "not a regular file",
         )));
     }
-    if meta.len() > settings.max_file_size {
-        let message = Message::TooLarge {
-            size: meta.len(),
-            limit: settings.max_file_size,
-        };
-        return reject(store, path, String::new(), message, mode).map(Some);
+    // A file cut short was accepted under the settings of its first step: if it
+    // resumes (same content), it is finished under them, whatever the size limit and
+    // tokens are now. Rejecting it would leave its committed steps applied with an
+    // ERROR response saying nothing was.
+    let prior = match mode {
+        Mode::Apply => store.progress(path)?,
+        Mode::Check => None,
+    };
+    let too_large = |size: u64| Message::TooLarge {
+        size,
+        limit: settings.max_file_size,
+    };
+    if meta.len() > settings.max_file_size && prior.is_none() {
+        return reject(store, path, String::new(), too_large(meta.len()), mode).map(Some);
     }
     let file = fs::File::open(path).map_err(read_error)?;
     let before = stamp(&file).map_err(read_error)?;
     let timer = std::time::Instant::now();
-    let mut source = request::Source::new(&file, settings.max_file_size).hashing();
+    let limit = match prior {
+        Some(_) => settings.max_file_size.max(before.0),
+        None => settings.max_file_size,
+    };
+    let mut source = request::Source::new(&file, limit).hashing();
     let checked = request::envelope(&mut source);
     let hash = source.hash();
     tracing::debug!(file = %path.display(), ms = timer.elapsed().as_millis() as u64, "first pass (syntax, shape, hash) done");
@@ -342,29 +354,36 @@ fn judge(
         }
     };
     unchanged()?;
-    if let Err(message) = settings.auth.check(&envelope.token) {
-        return reject(store, path, hash, message, mode).map(Some);
-    }
-
-    let mut progress = Progress {
-        hash: hash.clone(),
-        next_index: 0,
-        counts: Counts::default(),
-        log_len: 0,
+    let resumed = match prior {
+        Some(p) if p.hash == hash => Some(p),
+        Some(_) => {
+            tracing::info!(file = %path.display(), "the file changed since it was cut short; starting it over");
+            store.discard_progress(path)?;
+            None
+        }
+        None => None,
     };
-    if mode == Mode::Apply {
-        match store.progress(path)? {
-            Some(p) if p.hash == hash => {
-                tracing::info!(file = %path.display(), from = p.next_index, "resuming an interrupted file");
-                progress = p;
-            }
-            Some(_) => {
-                tracing::info!(file = %path.display(), "the file changed since it was cut short; starting it over");
-                store.discard_progress(path)?;
-            }
-            None => {}
+    if resumed.is_none() {
+        if before.0 > settings.max_file_size {
+            return reject(store, path, hash, too_large(before.0), mode).map(Some);
+        }
+        if let Err(message) = settings.auth.check(&envelope.token) {
+            return reject(store, path, hash, message, mode).map(Some);
         }
     }
+
+    let mut progress = match resumed {
+        Some(p) => {
+            tracing::info!(file = %path.display(), from = p.next_index, "resuming an interrupted file");
+            p
+        }
+        None => Progress {
+            hash: hash.clone(),
+            next_index: 0,
+            counts: Counts::default(),
+            log_len: 0,
+        },
+    };
 
     let source_file = path
         .file_name()
@@ -442,7 +461,7 @@ fn judge(
     };
 
     (&file).seek(SeekFrom::Start(0)).map_err(read_error)?;
-    let mut source = request::Source::new(&file, settings.max_file_size);
+    let mut source = request::Source::new(&file, limit);
     // Reading and validating run on a thread of their own while this one looks users
     // up, merges and commits: on two cores the parse hides behind sled's work. The
     // bounded channel keeps memory to a few batches; dropping the receiver (a store

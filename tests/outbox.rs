@@ -468,3 +468,68 @@ fn the_progress_of_a_file_cut_short_and_then_removed_is_forgotten() {
         assert_eq!(spool_files(&env), 0, "{command}");
     }
 }
+
+#[test]
+fn a_file_cut_short_is_finished_under_the_settings_it_was_accepted_with() {
+    // Between the stop and the resume the admin rotated the token and lowered the
+    // size limit. Rejecting the resumed file would leave its first steps applied
+    // under an ERROR response that says nothing was.
+    let env = Env::new();
+    let mut request = json!({"token": "old", "users": users(0..5, "Kyiv")});
+    let a = env.write("a.json", &request);
+    let out = env.import(
+        &[&a],
+        &["--step-users", "2", "--token", "old"],
+        Some("after-step"),
+    );
+    assert_aborted(&out);
+    assert!(
+        env.get("u00@x.com").is_some(),
+        "the first step was committed"
+    );
+
+    let tight = [
+        "--step-users",
+        "2",
+        "--token",
+        "new",
+        "--max-file-size",
+        "100",
+    ];
+    let out = env.import(&[&a], &tight, None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let response = response_of(&a).expect("the resumed file's response");
+    assert_eq!(
+        messages(&response),
+        [
+            "u00@x.com",
+            "u01@x.com",
+            "u02@x.com",
+            "u03@x.com",
+            "u04@x.com"
+        ]
+        .map(added)
+    );
+
+    // A new file, or the same name with new content, meets today's settings.
+    fs::remove_file(env.inbox().join("a.response.json")).unwrap();
+    request["users"] = json!(users(5..7, "Lviv"));
+    let a = env.write("a.json", &request);
+    let out = env.import(&[&a], &tight, None);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let response = response_of(&a).unwrap();
+    assert_eq!(response["status"], "ERROR");
+    let message = response["response"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("100"),
+        "too large for the new limit: {message}"
+    );
+    fs::remove_file(env.inbox().join("a.response.json")).unwrap();
+    let out = env.import(&[&a], &["--token", "new"], None);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let response = response_of(&a).unwrap();
+    assert_eq!(response["status"], "ERROR");
+    let message = response["response"]["message"].as_str().unwrap();
+    assert!(message.starts_with("Authorization failed"), "{message}");
+    assert!(env.get("u05@x.com").is_none());
+}
