@@ -102,19 +102,35 @@ fn csv_rows<W: Write>(store: &Store, out: W) -> Result<(), ExportError> {
     Ok(())
 }
 
+/// A free-text cell, made inert for spreadsheets: a cell that starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return is read as a formula by Excel and
+/// LibreOffice, and the text comes from whoever filled in a customer form. A leading
+/// `'` makes them show it as text (OWASP's advice for CSV injection). Typed columns
+/// (email, phone, numbers, dates, links) cannot hold a formula and stay as they are.
+fn inert(text: String) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text
+    }
+}
+
 fn csv_row(user: &StoredUser) -> Vec<String> {
     fn opt<T: ToString>(v: &Option<T>) -> String {
         v.as_ref().map(T::to_string).unwrap_or_default()
     }
-    fn text<T: Into<String> + Clone>(v: &Option<T>) -> String {
+    fn typed<T: Into<String> + Clone>(v: &Option<T>) -> String {
         v.clone().map(Into::into).unwrap_or_default()
+    }
+    fn text(v: &Option<String>) -> String {
+        inert(typed(v))
     }
     let d: &UserData = &user.data;
     let card = d.discount_card.clone().unwrap_or_default();
     vec![
         d.email.to_string(),
-        d.title.clone(),
-        text(&d.phone),
+        inert(d.title.clone()),
+        typed(&d.phone),
         text(&d.country),
         text(&d.city),
         text(&d.address),
@@ -131,15 +147,15 @@ fn csv_row(user: &StoredUser) -> Vec<String> {
             .as_ref()
             .map(|n| n.as_str().to_owned())
             .unwrap_or_default(),
-        text(&d.balance_currency),
+        typed(&d.balance_currency),
         opt(&d.manager_id),
-        text(&d.site_link),
+        typed(&d.site_link),
         text(&d.company),
         text(&d.role),
         opt(&d.newsletter_subscription),
         text(&d.note),
         user.meta.created_at.to_rfc3339(),
         user.meta.updated_at.to_rfc3339(),
-        user.meta.source_file.clone(),
+        inert(user.meta.source_file.clone()),
     ]
 }

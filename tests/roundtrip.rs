@@ -190,6 +190,44 @@ fn balance_comes_back_exactly_from_csv_export() {
     assert_eq!(rows, expected, "{text}");
 }
 
+#[test]
+fn csv_export_keeps_spreadsheets_from_reading_free_text_as_formulas() {
+    let env = Env::new();
+    let request = json!({"users": [{
+        "title": "=HYPERLINK(\"http://evil.example\",\"click\")",
+        "email": "f@x.com",
+        "phone": "+380631234567",
+        "city": "-2+3",
+        "address": "@SUM(A1:A9)",
+        "note": "+1 call back",
+        "company": "Acme = Co",
+        "balance": -5.25,
+        "balance_currency": "USD"
+    }]});
+    let (exit, _) = env.import_text("=evil.json", &request.to_string());
+    assert_eq!(exit, 0);
+    let text = env.export("csv");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let row = reader.records().next().expect("one row").unwrap();
+    let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].to_owned();
+    assert_eq!(
+        cell("title"),
+        "'=HYPERLINK(\"http://evil.example\",\"click\")"
+    );
+    assert_eq!(cell("city"), "'-2+3");
+    assert_eq!(cell("address"), "'@SUM(A1:A9)");
+    assert_eq!(cell("note"), "'+1 call back");
+    assert_eq!(cell("source_file"), "'=evil.json");
+    // Not at the start: left alone. Typed columns cannot hold a formula.
+    assert_eq!(cell("company"), "Acme = Co");
+    assert_eq!(cell("phone"), "+380631234567");
+    assert_eq!(cell("balance"), "-5.25");
+    // The store and the other formats keep the text as written.
+    let stored: Value = serde_json::from_str(&env.stdout(&["get", "f@x.com"])).unwrap();
+    assert_eq!(stored["title"], request["users"][0]["title"]);
+}
+
 // ---------------------------------------------------------------------------------
 // import → export json → import into a fresh store → export json is a fixed point.
 
