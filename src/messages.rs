@@ -257,6 +257,189 @@ pub fn quote(value: &str) -> String {
     }
 }
 
+/// Why a file could not be read as a request, in English, Ukrainian and Russian. The
+/// English texts are serde_json's own (its `ErrorCode`s) and the request walker's.
+const REASONS: [[&str; 3]; 24] = [
+    [
+        "EOF while parsing a list",
+        "файл закінчився посеред масиву",
+        "файл закончился посреди массива",
+    ],
+    [
+        "EOF while parsing an object",
+        "файл закінчився посеред об'єкта",
+        "файл закончился посреди объекта",
+    ],
+    [
+        "EOF while parsing a string",
+        "файл закінчився посеред рядка",
+        "файл закончился посреди строки",
+    ],
+    [
+        "EOF while parsing a value",
+        "файл закінчився там, де мало бути значення",
+        "файл закончился там, где должно быть значение",
+    ],
+    ["expected `:`", "очікувалася `:`", "ожидалось `:`"],
+    [
+        "expected `,` or `]`",
+        "очікувалася `,` або `]`",
+        "ожидалось `,` или `]`",
+    ],
+    [
+        "expected `,` or `}`",
+        "очікувалася `,` або `}`",
+        "ожидалось `,` или `}`",
+    ],
+    [
+        "expected ident",
+        "очікувалося true, false або null",
+        "ожидалось true, false или null",
+    ],
+    [
+        "expected value",
+        "очікувалося значення",
+        "ожидалось значение",
+    ],
+    [
+        "expected `\"`",
+        "очікувалися лапки `\"`",
+        "ожидалась кавычка `\"`",
+    ],
+    [
+        "invalid escape",
+        "недопустима екранована послідовність",
+        "недопустимая экранированная последовательность",
+    ],
+    ["invalid number", "недопустиме число", "недопустимое число"],
+    [
+        "number out of range",
+        "число поза допустимим діапазоном",
+        "число вне допустимого диапазона",
+    ],
+    [
+        "invalid unicode code point",
+        "недопустимий код символу Unicode",
+        "недопустимый код символа Unicode",
+    ],
+    [
+        "control character (\\u0000-\\u001F) found while parsing a string",
+        "керівний символ (\\u0000-\\u001F) усередині рядка",
+        "управляющий символ (\\u0000-\\u001F) внутри строки",
+    ],
+    [
+        "key must be a string",
+        "ключ має бути рядком",
+        "ключ должен быть строкой",
+    ],
+    [
+        "lone leading surrogate in hex escape",
+        "одинокий старший сурогат у послідовності \\u",
+        "одиночный старший суррогат в последовательности \\u",
+    ],
+    [
+        "trailing comma",
+        "зайва кома в кінці",
+        "лишняя запятая в конце",
+    ],
+    [
+        "trailing characters",
+        "зайві символи після кінця документа",
+        "лишние символы после конца документа",
+    ],
+    [
+        "unexpected end of hex escape",
+        "незавершена послідовність \\u",
+        "незавершённая последовательность \\u",
+    ],
+    [
+        "recursion limit exceeded",
+        "забагато рівнів вкладення",
+        "слишком много уровней вложенности",
+    ],
+    [
+        "missing field `users`",
+        "немає поля `users`",
+        "нет поля `users`",
+    ],
+    [
+        "the users key is given more than once",
+        "ключ `users` вказано більше одного разу",
+        "ключ `users` указан более одного раза",
+    ],
+    [
+        "the token key is given more than once",
+        "ключ `token` вказано більше одного разу",
+        "ключ `token` указан более одного раза",
+    ],
+];
+
+/// What the request walker expected, for "invalid type" reasons.
+const EXPECTED: [[&str; 3]; 2] = [
+    [
+        "a JSON object with a \"users\" array",
+        "JSON-об'єкт із масивом `users`",
+        "JSON-объект с массивом `users`",
+    ],
+    [
+        "\"users\" to be an array",
+        "`users` має бути масивом",
+        "`users` должен быть массивом",
+    ],
+];
+
+/// What was found instead, for "invalid type" reasons: serde's `Unexpected` words,
+/// whole or as the prefix of the value they show.
+const FOUND: [[&str; 3]; 8] = [
+    ["sequence", "масив", "массив"],
+    ["map", "об'єкт", "объект"],
+    ["null", "null", "null"],
+    ["unit", "null", "null"],
+    ["string ", "рядок ", "строка "],
+    ["integer ", "ціле число ", "целое число "],
+    ["floating point ", "дробове число ", "дробное число "],
+    ["boolean ", "логічне значення ", "логическое значение "],
+];
+
+/// The parser's reason in `lang`, with a quoted value shortened. A reason not known
+/// here (a newer serde_json's) stays in English rather than being lost.
+fn parser_reason(lang: Lang, en: &str) -> String {
+    let column = match lang {
+        Lang::En => 0,
+        Lang::Uk => 1,
+        Lang::Ru => 2,
+    };
+    let known = |table: &[[&'static str; 3]], text: &str| {
+        table
+            .iter()
+            .find(|row| row[0] == text)
+            .map(|row| row[column])
+    };
+    if let Some(text) = known(&REASONS, en) {
+        return text.to_owned();
+    }
+    let Some((found, expected)) = en
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.rsplit_once(", expected "))
+    else {
+        return quote(en);
+    };
+    let found = FOUND
+        .iter()
+        .find_map(|row| {
+            let value = found.strip_prefix(row[0])?;
+            (row[0].ends_with(' ') || value.is_empty())
+                .then(|| format!("{}{}", row[column], quote(value)))
+        })
+        .unwrap_or_else(|| quote(found));
+    let expected = known(&EXPECTED, expected).map_or_else(|| expected.to_owned(), str::to_owned);
+    match lang {
+        Lang::En => format!("invalid type: {found}, expected {expected}"),
+        Lang::Uk => format!("недопустимий тип: {found}; очікувалося: {expected}"),
+        Lang::Ru => format!("недопустимый тип: {found}; ожидалось: {expected}"),
+    }
+}
+
 impl Message {
     /// The response code this message is reported under.
     pub fn code(&self) -> Code {
@@ -337,13 +520,17 @@ impl Message {
                 line,
                 column,
                 reason,
-            } => format!("Invalid JSON at line {line}, column {column}: {reason}"),
+            } => format!(
+                "Invalid JSON at line {line}, column {column}: {}",
+                parser_reason(Lang::En, reason)
+            ),
             Message::BadShape {
                 line,
                 column,
                 reason,
             } => format!(
-                "The request is not a users/import request (line {line}, column {column}): {reason}"
+                "The request is not a users/import request (line {line}, column {column}): {}",
+                parser_reason(Lang::En, reason)
             ),
             Message::TooLarge { size, limit } => format!(
                 "The file is too large: {size} bytes, the limit is {limit} bytes (--max-file-size)"
@@ -410,13 +597,17 @@ impl Message {
                 line,
                 column,
                 reason,
-            } => format!("Некоректний JSON у рядку {line}, стовпці {column}: {reason}"),
+            } => format!(
+                "Некоректний JSON у рядку {line}, стовпці {column}: {}",
+                parser_reason(Lang::Uk, reason)
+            ),
             Message::BadShape {
                 line,
                 column,
                 reason,
             } => format!(
-                "Це не запит users/import (рядок {line}, стовпець {column}): {reason}"
+                "Це не запит users/import (рядок {line}, стовпець {column}): {}",
+                parser_reason(Lang::Uk, reason)
             ),
             Message::TooLarge { size, limit } => format!(
                 "Файл завеликий: {size} {}, обмеження — {limit} {} (--max-file-size)",
@@ -486,13 +677,17 @@ impl Message {
                 line,
                 column,
                 reason,
-            } => format!("Некорректный JSON в строке {line}, столбце {column}: {reason}"),
+            } => format!(
+                "Некорректный JSON в строке {line}, столбце {column}: {}",
+                parser_reason(Lang::Ru, reason)
+            ),
             Message::BadShape {
                 line,
                 column,
                 reason,
             } => format!(
-                "Это не запрос users/import (строка {line}, столбец {column}): {reason}"
+                "Это не запрос users/import (строка {line}, столбец {column}): {}",
+                parser_reason(Lang::Ru, reason)
             ),
             Message::TooLarge { size, limit } => format!(
                 "Файл слишком большой: {size} {}, ограничение — {limit} {} (--max-file-size)",
@@ -672,7 +867,7 @@ mod tests {
                     column: 42,
                     reason: s("expected value"),
                 },
-                vec!["7", "42", "expected value"],
+                vec!["7", "42"],
             ),
             (
                 Message::BadShape {
@@ -680,7 +875,7 @@ mod tests {
                     column: 42,
                     reason: s("missing field `users`"),
                 },
-                vec!["7", "42", "missing field `users`"],
+                vec!["7", "42"],
             ),
             (
                 Message::TooLarge {
@@ -698,6 +893,36 @@ mod tests {
             (Message::TokenMissing, vec!["Authorization failed"]),
             (Message::TokenRejected, vec!["Authorization failed"]),
         ];
+        for [en, _, _] in REASONS {
+            all.push((
+                Message::BadJson {
+                    line: 1,
+                    column: 2,
+                    reason: s(en),
+                },
+                vec![],
+            ));
+        }
+        for [expected, _, _] in EXPECTED {
+            for (found, value) in [
+                ("sequence", ""),
+                ("map", ""),
+                ("null", ""),
+                ("string \"x y\"", "\"x y\""),
+                ("integer `5`", "`5`"),
+                ("floating point `1.5`", "`1.5`"),
+                ("boolean `true`", "`true`"),
+            ] {
+                all.push((
+                    Message::BadShape {
+                        line: 1,
+                        column: 2,
+                        reason: format!("invalid type: {found}, expected {expected}"),
+                    },
+                    [value].into_iter().filter(|v| !v.is_empty()).collect(),
+                ));
+            }
+        }
         for expected in KINDS {
             for found in KINDS {
                 all.push((
@@ -765,7 +990,9 @@ mod tests {
     /// is a missed translation.
     #[test]
     fn uk_and_ru_leave_no_english_words() {
-        const KEPT: [&str; 12] = [
+        const KEPT: [&str; 18] = [
+            "\\u0000-\\u001F",
+            "\\u",
             "Authorization failed",
             "--max-file-size",
             "users/import",
@@ -778,6 +1005,11 @@ mod tests {
             "JSON",
             "null",
             "UAH",
+            // Last: parts of the longer ones above.
+            "users",
+            "token",
+            "true",
+            "false",
         ];
         for (m, literals) in samples() {
             for lang in [Lang::Uk, Lang::Ru] {
@@ -791,6 +1023,68 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_reason_the_parser_gives_has_a_translation() {
+        // Real parser errors, so that a serde_json that rewords one is caught here
+        // rather than by a Ukrainian admin reading English.
+        let bad = [
+            "[]",
+            "\"x\"",
+            "5",
+            "1.5",
+            "true",
+            "null",
+            "{}",
+            r#"{"users":{}}"#,
+            r#"{"users":"a"}"#,
+            r#"{"users":[],"users":[]}"#,
+            r#"{"token":"a","token":"b","users":[]}"#,
+            r#"{"users":["#,
+            r#"{"users":[{"a":1"#,
+            r#"{"users":["a"#,
+            r#"{"users":"#,
+            r#"{"users" []}"#,
+            r#"{"users":[1 2]}"#,
+            r#"{"users":[{"a":1 "b":2}]}"#,
+            r#"{"users":[tru]}"#,
+            r#"{"users":[#]}"#,
+            r#"{"users":["\x"]}"#,
+            r#"{"users":[01]}"#,
+            "{\"users\":[\"\u{1}\"]}",
+            r#"{1:2}"#,
+            r#"{"users":[1,]}"#,
+            r#"{"users":[]} x"#,
+            r#"{"users":["\u12"]}"#,
+        ];
+        let deep = format!(r#"{{"users":{}"#, "[".repeat(200));
+        for text in bad.iter().copied().chain([deep.as_str()]) {
+            let Err(crate::request::Unread::Bad(m)) = crate::request::envelope_of(text) else {
+                panic!("{text} was accepted");
+            };
+            let en = m.text(Lang::En);
+            let reason = en.rsplit_once(": ").map_or(en.as_str(), |(_, r)| r);
+            for lang in [Lang::Uk, Lang::Ru] {
+                assert!(
+                    !m.text(lang).contains(reason),
+                    "{text}: {lang:?} keeps {reason:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_reason_stays_english_and_a_long_value_is_shortened() {
+        assert_eq!(parser_reason(Lang::Uk, "something new"), "something new");
+        let long = format!(
+            "invalid type: string \"{}\", expected \"users\" to be an array",
+            "a".repeat(5000)
+        );
+        let uk = parser_reason(Lang::Uk, &long);
+        assert!(uk.len() < 400, "{uk}");
+        assert!(uk.starts_with("недопустимий тип: рядок \"aaa"), "{uk}");
+        assert!(parser_reason(Lang::En, &long).len() < 400);
     }
 
     #[test]

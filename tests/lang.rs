@@ -293,7 +293,7 @@ fn daemon_once_answers_in_uk() {
     assert_eq!(skeleton(&response), skeleton(&import_mixed("en").1));
     assert_eq!(
         error_message(&read_response(&bad)),
-        "Некоректний JSON у рядку 2, стовпці 22: key must be a string"
+        "Некоректний JSON у рядку 2, стовпці 22: ключ має бути рядком"
     );
     // The language changed the words only: the valid user is stored.
     assert!(env.has_user("ivan@mail.net"));
@@ -324,9 +324,39 @@ fn bad_json_in_uk_names_line_and_column() {
     assert_eq!(exit, 3);
     assert_eq!(
         error_message(&uk),
-        "Некоректний JSON у рядку 2, стовпці 22: key must be a string"
+        "Некоректний JSON у рядку 2, стовпці 22: ключ має бути рядком"
     );
     assert_eq!(skeleton(&uk), skeleton(&en));
+    let (exit, ru) = env.import(&path, &["--lang", "ru"]);
+    assert_eq!(exit, 3);
+    assert_eq!(
+        error_message(&ru),
+        "Некорректный JSON в строке 2, столбце 22: ключ должен быть строкой"
+    );
+}
+
+#[test]
+fn a_request_of_the_wrong_shape_is_explained_in_uk_and_ru() {
+    let env = Env::new();
+    let path = env.request("shape.json", br#"{"users": {"email": "a@b.co"}}"#);
+    let (_, en) = env.import(&path, &[]);
+    assert_eq!(
+        error_message(&en),
+        "The request is not a users/import request (line 1, column 11): \
+         invalid type: map, expected \"users\" to be an array"
+    );
+    let (_, uk) = env.import(&path, &["--lang", "uk"]);
+    assert_eq!(
+        error_message(&uk),
+        "Це не запит users/import (рядок 1, стовпець 11): \
+         недопустимий тип: об'єкт; очікувалося: `users` має бути масивом"
+    );
+    let (_, ru) = env.import(&path, &["--lang", "ru"]);
+    assert_eq!(
+        error_message(&ru),
+        "Это не запрос users/import (строка 1, столбец 11): \
+         недопустимый тип: объект; ожидалось: `users` должен быть массивом"
+    );
 }
 
 #[test]
