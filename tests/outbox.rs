@@ -101,6 +101,11 @@ fn added(email: &str) -> String {
 }
 
 /// The process was killed by a signal (abort), not a normal exit.
+/// The log of users `u{i}` in `range`, each added.
+fn added_all(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| added(&format!("u{i:02}@x.com"))).collect()
+}
+
 fn assert_aborted(out: &Output) {
     assert!(
         out.status.code().is_none() && out.status.signal().is_some(),
@@ -411,17 +416,7 @@ fn the_log_spool_lives_until_the_response_is_durable_and_no_longer() {
     let b = env.write("b.json", &json!({"users": users(5..7, "Lviv")}));
     assert_eq!(env.import(&[&b], &[], None).status.code(), Some(0));
     let response = response_of(&a).expect("the held-back response of a.json");
-    assert_eq!(
-        messages(&response),
-        [
-            "u00@x.com",
-            "u01@x.com",
-            "u02@x.com",
-            "u03@x.com",
-            "u04@x.com"
-        ]
-        .map(added)
-    );
+    assert_eq!(messages(&response), added_all(0..5));
     assert_eq!(spool_files(&env), 0, "spool files outlived their responses");
 
     // A spool no record counts on (a crash between the two) goes at the next start.
@@ -499,17 +494,7 @@ fn a_file_cut_short_is_finished_under_the_settings_it_was_accepted_with() {
     let out = env.import(&[&a], &tight, None);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let response = response_of(&a).expect("the resumed file's response");
-    assert_eq!(
-        messages(&response),
-        [
-            "u00@x.com",
-            "u01@x.com",
-            "u02@x.com",
-            "u03@x.com",
-            "u04@x.com"
-        ]
-        .map(added)
-    );
+    assert_eq!(messages(&response), added_all(0..5));
 
     // A new file, or the same name with new content, meets today's settings.
     fs::remove_file(env.inbox().join("a.response.json")).unwrap();
