@@ -393,7 +393,7 @@ fn judge(
     let total = envelope.users;
     let start = progress.next_index;
     let step_users = settings.step_users.max(1);
-    let mut validator = Validator::new();
+    let mut validator = Validator::for_users(total);
     let mut writes = Vec::new();
     let mut log: Vec<Vec<Message>> = Vec::new();
     let mut checked_log = Vec::new();
