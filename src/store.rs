@@ -473,15 +473,22 @@ impl Store {
         Ok(store)
     }
 
+    /// The request paths that records under `prefix` (progress, outbox) are kept for:
+    /// their keys are the prefix and the path's bytes.
+    fn request_paths(&self, prefix: u8) -> impl Iterator<Item = Result<PathBuf>> + '_ {
+        self.db.scan_prefix([prefix]).keys().map(|k| {
+            let k = k?;
+            Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&k[1..])))
+        })
+    }
+
     /// Removes spool files that no progress or outbox record counts on: left by a
     /// crash between clearing a record and removing its spool.
     fn remove_orphan_spools(&self) -> Result<()> {
         let mut live = std::collections::HashSet::new();
         for prefix in [PROGRESS, OUTBOX] {
-            for k in self.db.scan_prefix([prefix]).keys() {
-                let k = k?;
-                let path = Path::new(std::ffi::OsStr::from_bytes(&k[1..]));
-                live.insert(self.spool.path(path));
+            for path in self.request_paths(prefix) {
+                live.insert(self.spool.path(&path?));
             }
         }
         let Ok(entries) = fs::read_dir(&self.spool.dir) else {
@@ -540,11 +547,11 @@ impl Store {
     /// found already stored and merged again.
     pub fn forget_vanished(&self) -> Result<Vec<PathBuf>> {
         let mut gone = Vec::new();
-        for k in self.db.scan_prefix([PROGRESS]).keys() {
-            let k = k?;
-            let path = Path::new(std::ffi::OsStr::from_bytes(&k[1..]));
-            if matches!(fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound) {
-                gone.push(path.to_path_buf());
+        for path in self.request_paths(PROGRESS) {
+            let path = path?;
+            if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+            {
+                gone.push(path);
             }
         }
         for path in &gone {
