@@ -3,12 +3,11 @@
 
 mod common;
 
-use assert_cmd::cargo::cargo_bin;
-use common::{Env, userdrop};
+use common::{Env, process, signal, userdrop};
 use serde_json::{Value, json};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Every variable `userdrop config` can report as a source, so that the tests see only
@@ -279,8 +278,8 @@ fn the_example_file_parses_and_documents_every_key() {
 fn sighup_reloads_tokens_from_the_file() {
     let env = Env::new();
     let config = env.config_file("tokens = [\"old\"]\nsettle = 300\n");
-    let mut cmd = Command::new(cargo_bin("userdrop"));
-    for v in VARIABLES.iter().chain(&["USERDROP_FAULT", "RUST_LOG"]) {
+    let mut cmd = process();
+    for v in VARIABLES {
         cmd.env_remove(v);
     }
     let mut child = cmd
@@ -290,12 +289,10 @@ fn sighup_reloads_tokens_from_the_file() {
         .arg(env.db())
         .arg("--config")
         .arg(&config)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id().to_string();
     let respond = |name: &str, token: &str| -> Value {
         env.request(name, &one_user(Some(token)));
         let response = env.inbox().join(name.replace(".json", ".response.json"));
@@ -311,8 +308,7 @@ fn sighup_reloads_tokens_from_the_file() {
     };
     assert_eq!(respond("a.json", "new")["status"], "ERROR");
     env.config_file("tokens = [\"new\"]\nsettle = 300\n");
-    let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    assert!(hup.success());
+    signal(&child, "-HUP");
     // The reload happens at the daemon's next wake-up (within 200 ms).
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(respond("b.json", "new")["status"], "OK");
@@ -320,10 +316,10 @@ fn sighup_reloads_tokens_from_the_file() {
 
     // A file that no longer parses keeps the configuration in effect.
     env.config_file("tokens = [\"new\"]\nnot_a_key = 1\n");
-    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    signal(&child, "-HUP");
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(respond("d.json", "new")["status"], "OK");
 
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }

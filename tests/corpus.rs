@@ -5,26 +5,19 @@
 //! response with the right status, the daemon keeps running and answering, and it
 //! exits 0 on SIGTERM without having panicked.
 
-use assert_cmd::cargo::cargo_bin;
+mod common;
+
+use common::{process, signal};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 const SETTLE_MS: &str = "300";
 const MAX_FILE_SIZE: usize = 100_000;
 const DEEP: usize = 100_000;
-
-fn userdrop() -> Command {
-    let mut cmd = Command::new(cargo_bin("userdrop"));
-    cmd.env_remove("USERDROP_TOKENS")
-        .env_remove("USERDROP_FAULT")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
 
 struct Daemon {
     child: Child,
@@ -254,7 +247,7 @@ fn drop_file(inbox: &Path, name: &str, body: &[u8]) {
 }
 
 fn read_command(dir: &Path, args: &[&str]) -> Output {
-    userdrop()
+    process()
         .current_dir(dir)
         .args(args)
         .arg("--db")
@@ -279,7 +272,7 @@ fn no_file_in_the_inbox_makes_the_daemon_panic_or_exit() {
     fs::create_dir(&inbox).unwrap();
     let stderr_path = dir.path().join("stderr.log");
     let mut daemon = Daemon {
-        child: userdrop()
+        child: process()
             .current_dir(dir.path())
             .args(["run", "--settle", SETTLE_MS, "--max-file-size"])
             .arg(MAX_FILE_SIZE.to_string())
@@ -506,14 +499,7 @@ fn no_file_in_the_inbox_makes_the_daemon_panic_or_exit() {
         "the daemon exited:\n{}",
         stderr()
     );
-    let pid = daemon.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&daemon.child, "-TERM");
     let stopping = Instant::now();
     let status = loop {
         if let Some(status) = daemon.child.try_wait().unwrap() {
@@ -554,7 +540,7 @@ fn deep_nesting_at_full_depth_is_judged_not_a_crash() {
         paths.push(path);
     }
     assert!(files.iter().all(|(_, b, _)| b.len() >= DEEP));
-    let out = userdrop()
+    let out = process()
         .arg("check")
         .arg("--db")
         .arg(dir.path().join("data"))

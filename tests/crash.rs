@@ -10,7 +10,9 @@
 //! `USERDROP_SOAK_KILLS` kills (1000 by default):
 //! `USERDROP_SOAK_KILLS=1000 cargo test --release --test crash -- --ignored --nocapture soak`.
 
-use assert_cmd::cargo::cargo_bin;
+mod common;
+
+use common::process;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::fs;
@@ -280,15 +282,6 @@ fn round(rng: &mut Rng, prefix: &str) -> Vec<(String, Vec<u8>)> {
 // ---------------------------------------------------------------------------------
 // The binary
 
-fn userdrop() -> Command {
-    let mut cmd = Command::new(cargo_bin("userdrop"));
-    cmd.env_remove("USERDROP_TOKENS")
-        .env_remove("USERDROP_FAULT")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
-
 /// A working folder with an inbox `watch/` and a store `data/`.
 struct Site {
     dir: PathBuf,
@@ -310,7 +303,7 @@ impl Site {
     }
 
     fn command(&self, sub: &str) -> Command {
-        let mut cmd = userdrop();
+        let mut cmd = process();
         cmd.current_dir(&self.dir)
             .arg(sub)
             .arg("--db")

@@ -1,7 +1,9 @@
 //! The daemon as a child process on real temp folders: start-up order, partial
 //! uploads, signals, and the store's lock.
 
-use assert_cmd::cargo::cargo_bin;
+mod common;
+
+use common::{process, signal};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,11 +16,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, extra: &[&str]) -> Daemon {
-        let child = Command::new(cargo_bin("userdrop"))
+        let child = process()
             .current_dir(dir)
             .args(["run", "--settle", "400"])
             .args(extra)
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -29,14 +30,7 @@ impl Daemon {
     /// Sends SIGTERM and returns the exit code and how long the exit took.
     fn terminate(mut self) -> (Option<i32>, Duration) {
         let started = Instant::now();
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(&self.child, "-TERM");
         let status = self.child.wait().unwrap();
         (status.code(), started.elapsed())
     }
@@ -74,7 +68,7 @@ fn status_of(response: &Path) -> String {
 
 /// The stored user `same@example.com` of the store in `dir`, as `get` prints it.
 fn stored_same(dir: &Path) -> serde_json::Value {
-    let get = Command::new(cargo_bin("userdrop"))
+    let get = process()
         .current_dir(dir)
         .args(["get", "same@example.com"])
         .output()
@@ -117,7 +111,7 @@ fn a_big_group_of_waiting_files_is_answered_whole_and_in_order() {
         )
         .unwrap();
     }
-    let out = Command::new(cargo_bin("userdrop"))
+    let out = process()
         .current_dir(dir.path())
         .args(["run", "--once"])
         .output()
@@ -142,7 +136,7 @@ fn once_processes_waiting_files_in_name_order() {
     // b is applied after a, so b's title wins.
     fs::write(inbox.join("b.json"), one_user("second")).unwrap();
     fs::write(inbox.join("a.json"), one_user("first")).unwrap();
-    let out = Command::new(cargo_bin("userdrop"))
+    let out = process()
         .current_dir(dir.path())
         .args(["run", "--once"])
         .output()
@@ -198,7 +192,7 @@ fn a_second_process_on_the_same_store_exits_1_naming_it() {
     let daemon = Daemon::start(dir.path(), &[]);
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let out = Command::new(cargo_bin("userdrop"))
+    let out = process()
         .current_dir(dir.path())
         .args(["run"])
         .output()
@@ -214,7 +208,7 @@ fn a_second_process_on_the_same_store_exits_1_naming_it() {
 #[test]
 fn a_missing_inbox_is_an_operational_failure() {
     let dir = TempDir::new().unwrap();
-    let out = Command::new(cargo_bin("userdrop"))
+    let out = process()
         .current_dir(dir.path())
         .args(["run", "--once"])
         .output()
@@ -300,11 +294,7 @@ fn deleting_a_response_reprocesses_the_request() {
 }
 
 fn userdrop(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(cargo_bin("userdrop"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
+    process().current_dir(dir).args(args).output().unwrap()
 }
 
 #[test]
@@ -358,14 +348,7 @@ fn sighup_rescans_and_does_not_stop_the_daemon() {
         !inbox.join("h.response.json").exists(),
         "poll interval is long"
     );
-    let pid = daemon.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&daemon.child, "-HUP");
     assert!(wait_for(
         &inbox.join("h.response.json"),
         Duration::from_secs(5)
@@ -418,11 +401,10 @@ fn sigterm_mid_file_exits_0_and_the_file_resumes() {
 #[test]
 fn the_daemon_refuses_a_missing_or_wrong_token_and_applies_nothing() {
     let (dir, inbox) = setup();
-    let mut child = Command::new(cargo_bin("userdrop"))
+    let mut child = process()
         .current_dir(dir.path())
         .env("USERDROP_TOKENS", "s3cret,0ther-t0ken")
         .args(["run", "--log-level", "debug"])
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(dir.path().join("stderr.log")).unwrap())
         .spawn()

@@ -225,26 +225,29 @@ fn import_without_lang_and_with_lang_en_is_english() {
     assert_eq!(texts(&en), one_each(&MIXED_EN));
 }
 
+/// `import --lang LANG` of the mixed request gives `expected`, with the same exit
+/// code, codes and structure as in English.
+fn assert_import_translates(lang: &str, expected: &[&str]) {
+    let (en_exit, en) = import_mixed("en");
+    let (exit, translated) = import_mixed(lang);
+    assert_eq!(exit, en_exit);
+    assert_eq!(translated["status"], "WARNING");
+    assert_eq!(
+        codes(&translated),
+        [vec![0], vec![2], vec![1], vec![2], vec![2]]
+    );
+    assert_eq!(skeleton(&translated), skeleton(&en));
+    assert_eq!(texts(&translated), one_each(expected));
+}
+
 #[test]
 fn import_in_uk_translates_every_text_and_keeps_codes_and_structure() {
-    let (en_exit, en) = import_mixed("en");
-    let (exit, uk) = import_mixed("uk");
-    assert_eq!(exit, en_exit);
-    assert_eq!(uk["status"], "WARNING");
-    assert_eq!(codes(&uk), [vec![0], vec![2], vec![1], vec![2], vec![2]]);
-    assert_eq!(skeleton(&uk), skeleton(&en));
-    assert_eq!(texts(&uk), one_each(&MIXED_UK));
+    assert_import_translates("uk", &MIXED_UK);
 }
 
 #[test]
 fn import_in_ru_translates_every_text_and_keeps_codes_and_structure() {
-    let (en_exit, en) = import_mixed("en");
-    let (exit, ru) = import_mixed("ru");
-    assert_eq!(exit, en_exit);
-    assert_eq!(ru["status"], "WARNING");
-    assert_eq!(codes(&ru), [vec![0], vec![2], vec![1], vec![2], vec![2]]);
-    assert_eq!(skeleton(&ru), skeleton(&en));
-    assert_eq!(texts(&ru), one_each(&MIXED_RU));
+    assert_import_translates("ru", &MIXED_RU);
 }
 
 /// The language is a property of the response, not of the store: the same store

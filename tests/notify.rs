@@ -1,10 +1,12 @@
 //! systemd's notification protocol, with this test standing in for systemd: a
 //! datagram socket named in `NOTIFY_SOCKET`, the daemon as a child process.
 
-use assert_cmd::cargo::cargo_bin;
+mod common;
+
+use common::{process, signal};
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -15,15 +17,13 @@ struct Daemon {
 impl Daemon {
     fn start(dir: &Path, notify_socket: &str, watchdog: &[(&str, &str)]) -> Daemon {
         std::fs::create_dir_all(dir.join("watch")).unwrap();
-        let mut cmd = Command::new(cargo_bin("userdrop"));
+        let mut cmd = process();
         cmd.current_dir(dir)
-            .env_remove("USERDROP_TOKENS")
             .env_remove("USERDROP_CONFIG")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .env("NOTIFY_SOCKET", notify_socket)
             .args(["run", "--settle", "400"])
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (k, v) in watchdog {
@@ -32,17 +32,6 @@ impl Daemon {
         Daemon {
             child: cmd.spawn().expect("start the daemon"),
         }
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([name, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
     }
 }
 
@@ -102,7 +91,7 @@ fn ready_then_watchdog_then_stopping_and_exit_0() {
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1000), "{took:?}");
 
-    daemon.signal("-TERM");
+    signal(&daemon.child, "-TERM");
     wait_for(&socket, "STOPPING=1", Duration::from_secs(10));
     let mut daemon = daemon;
     assert_eq!(daemon.child.wait().unwrap().code(), Some(0));
@@ -137,6 +126,6 @@ fn a_watchdog_meant_for_another_process_is_not_answered() {
     );
     wait_for(&socket, "READY=1", Duration::from_secs(10));
     assert_eq!(receive(&socket, Duration::from_millis(600)), None);
-    daemon.signal("-TERM");
+    signal(&daemon.child, "-TERM");
     wait_for(&socket, "STOPPING=1", Duration::from_secs(10));
 }

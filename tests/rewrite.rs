@@ -6,13 +6,12 @@
 
 mod common;
 
-use assert_cmd::cargo::cargo_bin;
-use common::{Env, userdrop};
+use common::{Env, process, signal, userdrop};
 use serde_json::{Value, json};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn request(emails: &[&str]) -> Vec<u8> {
@@ -62,12 +61,11 @@ fn import_of_a_file_rewritten_in_place_applies_nothing_and_says_so() {
     let env = Env::new();
     let a = env.inbox().join("a.json");
     fs::write(&a, request(&["old1@x.com", "old2@x.com", "old3@x.com"])).unwrap();
-    let child = Command::new(cargo_bin("userdrop"))
+    let child = process()
         .args(["import", "--db"])
         .arg(env.db())
         .arg(&a)
         .env("USERDROP_FAULT", "pause-after-first-pass")
-        .env_remove("USERDROP_TOKENS")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -106,7 +104,7 @@ fn import_of_a_file_rewritten_in_place_applies_nothing_and_says_so() {
 #[test]
 fn the_daemon_takes_a_file_rewritten_in_place_again_and_answers_its_new_content() {
     let env = Env::new();
-    let mut daemon = Command::new(cargo_bin("userdrop"))
+    let mut daemon = process()
         // A settle time far beyond the wait below: the rewritten file must be taken
         // again because it changed, not because it settled.
         .args(["run", "--settle", "600000", "--watch"])
@@ -114,7 +112,6 @@ fn the_daemon_takes_a_file_rewritten_in_place_again_and_answers_its_new_content(
         .arg("--db")
         .arg(env.db())
         .env("USERDROP_FAULT", "pause-after-first-pass")
-        .env_remove("USERDROP_TOKENS")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -136,9 +133,7 @@ fn the_daemon_takes_a_file_rewritten_in_place_again_and_answers_its_new_content(
     while !response.exists() && started.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
+    signal(&daemon, "-TERM");
     let status = daemon.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(response.exists(), "no response within 15 s");

@@ -10,13 +10,37 @@ use std::fs;
 use std::path::PathBuf;
 use tempfile::TempDir;
 
+/// The variables that change the binary's behaviour; no test inherits them.
+const CLEARED: [&str; 3] = ["USERDROP_TOKENS", "USERDROP_FAULT", "RUST_LOG"];
+
 /// The built binary, with none of the variables that change its behaviour inherited.
 pub fn userdrop() -> Command {
     let mut cmd = Command::cargo_bin("userdrop").expect("the userdrop binary");
-    cmd.env_remove("USERDROP_TOKENS")
-        .env_remove("USERDROP_FAULT")
-        .env_remove("RUST_LOG");
+    for variable in CLEARED {
+        cmd.env_remove(variable);
+    }
     cmd
+}
+
+/// The same, as a plain process: for a child a test starts, signals and waits for.
+/// Its stdin is closed.
+pub fn process() -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("userdrop"));
+    for variable in CLEARED {
+        cmd.env_remove(variable);
+    }
+    cmd.stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// Sends `signal` ("-TERM", "-HUP", ...) to a child that is still running.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill {signal} {pid}");
 }
 
 /// A temporary folder: the store in `data/`, request files in `in/`.
