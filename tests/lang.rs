@@ -135,8 +135,8 @@ fn skeleton(response: &Value) -> Value {
     }
 }
 
-/// The message texts of each log entry.
-fn texts(response: &Value) -> Vec<Vec<String>> {
+/// `item` of every `info` entry, log entry by log entry.
+fn per_entry<T>(response: &Value, item: impl Fn(&Value) -> T) -> Vec<Vec<T>> {
     response["response"]["log"]
         .as_array()
         .unwrap_or_else(|| panic!("no log array: {response}"))
@@ -146,26 +146,21 @@ fn texts(response: &Value) -> Vec<Vec<String>> {
                 .as_array()
                 .unwrap_or_else(|| panic!("no info array: {entry}"))
                 .iter()
-                .map(|e| e["message"].as_str().expect("a message").to_owned())
+                .map(&item)
                 .collect()
         })
         .collect()
 }
 
+/// The message texts of each log entry.
+fn texts(response: &Value) -> Vec<Vec<String>> {
+    per_entry(response, |e| {
+        e["message"].as_str().expect("a message").to_owned()
+    })
+}
+
 fn codes(response: &Value) -> Vec<Vec<u64>> {
-    response["response"]["log"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no log array: {response}"))
-        .iter()
-        .map(|entry| {
-            entry["info"]
-                .as_array()
-                .unwrap_or_else(|| panic!("no info array: {entry}"))
-                .iter()
-                .map(|e| e["code"].as_u64().expect("a numeric code"))
-                .collect()
-        })
-        .collect()
+    per_entry(response, |e| e["code"].as_u64().expect("a numeric code"))
 }
 
 /// `response.message` of an `ERROR` response, after checking its shape.
