@@ -6,7 +6,7 @@
 
 use crate::inbox;
 use crate::model::Status;
-use crate::process::{self, Settings, Taken};
+use crate::process::{self, Settings, Stamp, Taken};
 use crate::store::{FileRecord, Store};
 use crate::watch::Watch;
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -43,12 +43,11 @@ struct Readiness {
     unsettled: HashMap<PathBuf, (Stamp, Instant)>,
 }
 
-type Stamp = (u64, Option<SystemTime>);
-
-/// The size and modification time of the file at `path`, not following a link.
+/// The stamp of the file at `path`, not following a link.
 fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = fs::symlink_metadata(path).ok()?;
-    Some((meta.len(), meta.modified().ok()))
+    fs::symlink_metadata(path)
+        .ok()
+        .map(|meta| process::stamp(&meta))
 }
 
 /// How to take a waiting file now, if at all.

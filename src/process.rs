@@ -277,9 +277,10 @@ const VERDICT_BATCH: usize = 512;
 struct Defer;
 
 /// The size and modification time of a file: if either moves, the file changed.
-fn stamp(file: &fs::File) -> io::Result<(u64, Option<std::time::SystemTime>)> {
-    let meta = file.metadata()?;
-    Ok((meta.len(), meta.modified().ok()))
+pub type Stamp = (u64, Option<std::time::SystemTime>);
+
+pub fn stamp(meta: &fs::Metadata) -> Stamp {
+    (meta.len(), meta.modified().ok())
 }
 
 /// The shared core of apply and check. In `Apply` mode every step is committed and
@@ -325,7 +326,7 @@ fn judge(
         return reject(store, path, String::new(), too_large(meta.len()), mode).map(Some);
     }
     let file = fs::File::open(path).map_err(read_error)?;
-    let before = stamp(&file).map_err(read_error)?;
+    let before = stamp(&file.metadata().map_err(read_error)?);
     let timer = std::time::Instant::now();
     let limit = match prior {
         Some(_) => settings.max_file_size.max(before.0),
@@ -345,7 +346,7 @@ fn judge(
         Err(Unread::Bad(message)) => return reject(store, path, hash, message, mode).map(Some),
     };
     let unchanged = || -> Result<(), Error> {
-        if stamp(&file).map_err(read_error)? == before {
+        if stamp(&file.metadata().map_err(read_error)?) == before {
             Ok(())
         } else {
             Err(Error::Changed {
