@@ -172,10 +172,7 @@ pub fn take_file(
     settings: &Settings,
     defer_incomplete: bool,
 ) -> Result<Taken, Error> {
-    let path = fs::canonicalize(request).map_err(|source| Error::Read {
-        path: request.to_path_buf(),
-        source,
-    })?;
+    let path = canonical(request)?;
     if let Some(record) = store.outbox_entry(&path)? {
         return Ok(Taken::Ready(record));
     }
@@ -183,6 +180,14 @@ pub fn take_file(
     Ok(match judge(store, &path, settings, Mode::Apply, defer)? {
         Some(checked) => Taken::Ready(checked.record),
         None => Taken::Incomplete,
+    })
+}
+
+/// The request's canonical path: the key of its progress, outbox and history.
+fn canonical(request: &Path) -> Result<PathBuf, Error> {
+    fs::canonicalize(request).map_err(|source| Error::Read {
+        path: request.to_path_buf(),
+        source,
     })
 }
 
@@ -232,10 +237,7 @@ pub fn deliver_all(store: &Store, records: &[FileRecord], lang: Lang) -> Result<
 
 /// Judges `request` against the store as [`apply_file`] would, changing nothing.
 pub fn check_file(store: &Store, request: &Path, settings: &Settings) -> Result<Checked, Error> {
-    let path = fs::canonicalize(request).map_err(|source| Error::Read {
-        path: request.to_path_buf(),
-        source,
-    })?;
+    let path = canonical(request)?;
     judge(store, &path, settings, Mode::Check, None)?.ok_or_else(|| Error::Changed { path })
 }
 
