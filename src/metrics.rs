@@ -337,14 +337,13 @@ impl Metrics {
     /// that a scrape never sees half a file. No fsync: after a crash the next start
     /// writes the file again.
     fn write(&self) -> io::Result<()> {
-        let name = self
-            .path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(".tmp");
-        let temp = self.path.with_file_name(temp_name);
+        if self.path.file_name().is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the path names no file",
+            ));
+        }
+        let temp = crate::response::temp_path(&self.path);
         let result = (|| {
             let mut file = fs::File::create(&temp)?;
             file.write_all(self.render().as_bytes())?;

@@ -31,7 +31,8 @@ pub fn response_path(request: &Path) -> PathBuf {
     request.with_file_name(OsString::from_vec(response))
 }
 
-/// The hidden name a response is written under before it is renamed into place.
+/// The hidden name a file (a response, the metrics) is written under before it is
+/// renamed into place.
 pub fn temp_path(response: &Path) -> PathBuf {
     let mut name = OsString::from(".");
     name.push(response.file_name().unwrap_or_default());
