@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::model::Status;
 use crate::process::{self, Auth, Settings};
 use crate::response;
-use crate::store::{FileRecord, Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError, StoreOptions};
 use clap::{Args, Parser, Subcommand};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -326,18 +326,6 @@ fn exit_for(statuses: impl IntoIterator<Item = Status>) -> ExitCode {
     ExitCode::from(if rejected { EXIT_REJECTED } else { EXIT_OK })
 }
 
-/// One `info` line per processed file (SPEC §6).
-pub fn log_file(record: &FileRecord, started: Instant) {
-    tracing::info!(
-        file = %record.path.display(),
-        status = %record.status,
-        applied = record.counts.applied(),
-        rejected = record.counts.rejected,
-        ms = started.elapsed().as_millis() as u64,
-        "processed"
-    );
-}
-
 /// `import FILE...`
 pub fn import(args: &ImportArgs) -> ExitCode {
     let mut settings = args.processing.settings();
@@ -358,6 +346,9 @@ pub fn import(args: &ImportArgs) -> ExitCode {
     if let Err(e) = process::replay_outbox(&store, settings.lang, &named) {
         return fail(&e);
     }
+    if let Err(e) = process::finish_interrupted(&store, &settings, &named) {
+        return fail(&e);
+    }
     if let Err(e) = forget_vanished(&store) {
         return fail(&e);
     }
@@ -375,7 +366,7 @@ pub fn import(args: &ImportArgs) -> ExitCode {
             bar.0.finish_and_clear();
         }
         let record = applied?;
-        log_file(&record, started);
+        process::log_processed(&record, started);
         if let Some(m) = &mut metrics {
             m.file_done(&record, started.elapsed());
         }
@@ -499,8 +490,9 @@ pub fn read(query: &Query, common: &Common) -> ExitCode {
     }
 }
 
-/// `run`: the daemon on the inbox. `reloader` reads the config file again on SIGHUP.
-pub fn run(args: &RunArgs, reloader: Option<Reloader>) -> ExitCode {
+/// `run`: the daemon on the inbox. `reloader` reads the config file again on SIGHUP;
+/// `signals` were installed first thing at start-up.
+pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals) -> ExitCode {
     let settings = args.processing.settings();
     if !args.watch.is_dir() {
         return fail(&format!(
@@ -514,6 +506,10 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>) -> ExitCode {
     };
     if let Err(e) = startup(&store, &args.watch, &settings) {
         return fail(&e);
+    }
+    if signals.stopped() {
+        tracing::info!("stopped by a signal during start-up");
+        return ExitCode::from(EXIT_OK);
     }
     if let Err(e) = control::serve(store.clone(), &args.processing.common.db) {
         return fail(&format!(
@@ -532,6 +528,7 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>) -> ExitCode {
         settle: Duration::from_millis(args.settle),
         once: args.once,
         store: args.processing.common.db.clone(),
+        signals,
         hooks: Hooks {
             metrics: metrics.map(|m| Arc::new(Mutex::new(m))),
             // Without a config file, SIGHUP only rescans, as it always did.
@@ -585,10 +582,18 @@ pub fn startup(store: &Store, inbox_dir: &Path, settings: &Settings) -> Result<(
     if !settings.auth.is_on() {
         tracing::warn!("no token configured: requests are accepted without authorization");
     }
-    inbox::remove_stale_temps(inbox_dir).map_err(|e| e.to_string())?;
+    let folder = inbox::Folder::open(inbox_dir)
+        .map_err(|e| format!("cannot open the inbox {}: {e}", inbox_dir.display()))?;
+    folder
+        .remove_stale_temps()
+        .map_err(|e| format!("cannot read the inbox {}: {e}", inbox_dir.display()))?;
     let replayed = process::replay_outbox(store, settings.lang, &[]).map_err(|e| e.to_string())?;
     if replayed > 0 {
         tracing::info!(replayed, "wrote the responses an interrupted run held back");
+    }
+    let finished = process::finish_interrupted(store, settings, &[]).map_err(|e| e.to_string())?;
+    if finished > 0 {
+        tracing::info!(finished, "finished the files an interrupted run cut short");
     }
     forget_vanished(store)
 }

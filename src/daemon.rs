@@ -4,17 +4,56 @@
 //! When to scan is the `watch` module's business; this loop only decides, at each
 //! scan, which waiting files are ready and applies them.
 
-use crate::inbox;
+use crate::inbox::{Folder, Look};
 use crate::model::Status;
-use crate::process::{self, Settings, Stamp, Taken};
+use crate::process::{self, Delivery, Request, Settings, Taken, Verify};
 use crate::store::{FileRecord, Store};
 use crate::watch::Watch;
-use std::collections::HashMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// The flags the signal handlers set. Installed before anything else at start-up, so
+/// that a SIGTERM in the first milliseconds is a stop like any other (SPEC §6).
+#[derive(Clone, Debug)]
+pub struct Signals {
+    /// SIGINT or SIGTERM.
+    pub stop: Arc<AtomicBool>,
+    /// SIGHUP.
+    pub hangup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Signals> {
+        let signals = Signals {
+            stop: Arc::new(AtomicBool::new(false)),
+            hangup: Arc::new(AtomicBool::new(false)),
+        };
+        for (signal, flag) in [
+            (signal_hook::consts::SIGINT, &signals.stop),
+            (signal_hook::consts::SIGTERM, &signals.stop),
+            (signal_hook::consts::SIGHUP, &signals.hangup),
+        ] {
+            signal_hook::flag::register(signal, Arc::clone(flag))?;
+        }
+        Ok(signals)
+    }
+
+    /// Flags no handler sets.
+    pub fn none() -> Signals {
+        Signals {
+            stop: Arc::new(AtomicBool::new(false)),
+            hangup: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
 
 /// How the daemon runs.
 #[derive(Clone, Debug)]
@@ -32,6 +71,7 @@ pub struct DaemonOptions {
     pub store: PathBuf,
     /// systemd, metrics and config reload (see `hooks`).
     pub hooks: crate::hooks::Hooks,
+    pub signals: Signals,
 }
 
 /// Whether a file is ready: it parses, or it stopped changing for the settle time.
@@ -39,15 +79,8 @@ pub struct DaemonOptions {
 /// incomplete file), so a ready file is read no more often than any other.
 #[derive(Default)]
 struct Readiness {
-    /// For each file that did not parse yet: its size and mtime, and since when.
-    unsettled: HashMap<PathBuf, (Stamp, Instant)>,
-}
-
-/// The stamp of the file at `path`, not following a link.
-fn stamp(path: &Path) -> Option<Stamp> {
-    fs::symlink_metadata(path)
-        .ok()
-        .map(|meta| process::stamp(&meta))
+    /// For each file that did not parse yet: what it was, and since when.
+    unsettled: HashMap<OsString, (Look, Instant)>,
 }
 
 /// How to take a waiting file now, if at all.
@@ -55,39 +88,36 @@ enum Take {
     /// Not now: unchanged since it last proved incomplete, and not settled yet.
     Later,
     /// Process it, leaving it for later if it turns out incomplete.
-    Deferring(Stamp),
+    Deferring,
     /// Process it and answer whatever it holds: it has settled (or is too large).
     Now,
 }
 
 impl Readiness {
-    fn take(&self, path: &Path, settings: &Settings, settle: Duration) -> Take {
-        let Some(seen) = stamp(path) else {
-            return Take::Later;
-        };
+    fn take(&self, seen: Look, name: &OsStr, settings: &Settings, settle: Duration) -> Take {
         // Too large is judged by size alone, without reading.
-        if seen.0 > settings.max_file_size {
+        if seen.identity.size > settings.max_file_size {
             return Take::Now;
         }
-        match self.unsettled.get(path) {
-            Some((last, since)) if *last == seen => {
+        match self.unsettled.get(name) {
+            Some((last, since)) if last.identity == seen.identity => {
                 if since.elapsed() >= settle {
                     Take::Now
                 } else {
                     Take::Later
                 }
             }
-            _ => Take::Deferring(seen),
+            _ => Take::Deferring,
         }
     }
 
-    /// `path` was incomplete (or changing) when it looked like `seen`.
-    fn incomplete(&mut self, path: &Path, seen: Stamp) {
-        match self.unsettled.get(path) {
-            Some((last, _)) if *last == seen => {}
+    /// `name` was incomplete (or changing) when it looked like `seen`.
+    fn incomplete(&mut self, name: &OsStr, seen: Look) {
+        match self.unsettled.get(name) {
+            Some((last, _)) if last.identity == seen.identity => {}
             _ => {
                 self.unsettled
-                    .insert(path.to_path_buf(), (seen, Instant::now()));
+                    .insert(name.to_owned(), (seen, Instant::now()));
             }
         }
     }
@@ -97,13 +127,38 @@ impl Readiness {
     }
 }
 
+/// Files that failed for a reason of their own (unreadable, a response that cannot be
+/// written): tried again when they change, and at every periodic rescan, never in a
+/// loop, and each failure is said once.
+#[derive(Default)]
+struct Failing {
+    files: HashMap<OsString, (Look, Instant)>,
+}
+
+impl Failing {
+    /// Whether `name`, as it looks now, should be tried again.
+    fn due(&self, name: &OsStr, seen: &Look, rescan: Duration) -> bool {
+        match self.files.get(name) {
+            Some((last, since)) => last != seen || since.elapsed() >= rescan,
+            None => true,
+        }
+    }
+
+    /// Records a failure; true when it is new (or the file changed), worth a log line.
+    fn failed(&mut self, name: &OsStr, seen: Look) -> bool {
+        let new = self.files.get(name).is_none_or(|(last, _)| *last != seen);
+        self.files.insert(name.to_owned(), (seen, Instant::now()));
+        new
+    }
+}
+
 /// Files committed but not yet answered: they share one flush and one folder sync.
 /// Bounded so that the first of them is not kept waiting long.
 #[derive(Default)]
 struct Group {
-    /// Each file's record and when it was taken; the first one's is how long the
-    /// group has waited.
-    files: Vec<(FileRecord, Instant)>,
+    /// Each file's record, how it looked when taken, and when it was taken; the first
+    /// one's is how long the group has waited.
+    files: Vec<(FileRecord, Look, Instant)>,
 }
 
 const GROUP_FILES: usize = 256;
@@ -115,157 +170,240 @@ impl Group {
             || self
                 .files
                 .first()
-                .is_some_and(|(_, started)| started.elapsed() >= GROUP_WAIT)
+                .is_some_and(|(_, _, started)| started.elapsed() >= GROUP_WAIT)
     }
 
-    /// Makes the group durable and writes its responses. Returns whether all were `OK`.
+    /// Makes the group durable and writes its responses. Returns whether all were
+    /// `OK`. `Err` only when the store fails: a response that cannot be written is
+    /// that file's failure, logged, and tried again later.
     fn deliver(
         &mut self,
         store: &Store,
         settings: &Settings,
         hooks: &crate::hooks::Hooks,
+        failing: &mut Failing,
     ) -> Result<bool, String> {
         let files = std::mem::take(&mut self.files);
-        let records: Vec<FileRecord> = files.iter().map(|(r, _)| r.clone()).collect();
-        process::deliver_all(store, &records, settings.lang).map_err(|e| e.to_string())?;
+        let records: Vec<FileRecord> = files.iter().map(|(r, _, _)| r.clone()).collect();
+        let delivered = process::deliver_all(store, &records, settings.lang, Verify::Identity)
+            .map_err(|e| e.to_string())?;
         let mut all_ok = true;
-        for (record, started) in &files {
-            crate::cli::log_file(record, *started);
-            hooks.file_done(record, started.elapsed());
-            all_ok &= record.status == Status::Ok;
+        for ((record, seen, started), outcome) in files.iter().zip(delivered) {
+            match outcome {
+                Delivery::Written => {
+                    process::log_processed(record, *started);
+                    hooks.file_done(record, started.elapsed());
+                    all_ok &= record.status == Status::Ok;
+                }
+                Delivery::Stale => {}
+                Delivery::Failed(e) => {
+                    let name = record.path.file_name().unwrap_or_default();
+                    if failing.failed(name, *seen) {
+                        tracing::error!(file = %record.path.display(), "{e}; it is tried again at the next rescan");
+                    }
+                    all_ok = false;
+                }
+            }
         }
         Ok(all_ok)
     }
 }
 
+/// The state of the loop between scans.
+struct Loop<'a> {
+    store: &'a Store,
+    options: &'a DaemonOptions,
+    folder: Folder,
+    settings: Settings,
+    settle: Duration,
+    readiness: Readiness,
+    failing: Failing,
+    /// Requests whose response name would not fit: warned about once.
+    too_long: HashSet<OsString>,
+    all_ok: bool,
+    /// A file changed under us: scan again shortly even if no event says so.
+    retry: bool,
+}
+
 /// Runs until a stop signal (or, with `once`, until the waiting files are done).
 /// Returns whether every file processed was `OK`.
 pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Result<bool, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let hangup = Arc::new(AtomicBool::new(false));
-    for (signal, flag) in [
-        (signal_hook::consts::SIGINT, &stop),
-        (signal_hook::consts::SIGTERM, &stop),
-        (signal_hook::consts::SIGHUP, &hangup),
-    ] {
-        signal_hook::flag::register(signal, Arc::clone(flag))
-            .map_err(|e| format!("cannot install the signal handler: {e}"))?;
-    }
-    // Owned, because SIGHUP may replace it (ops hook).
-    let mut current = Settings {
-        stop: Some(Arc::clone(&stop)),
-        ..settings.clone()
+    let stop = &options.signals.stop;
+    let folder = Folder::open(&options.inbox)
+        .map_err(|e| format!("cannot open the inbox {}: {e}", options.inbox.display()))?;
+    let mut watch = Watch::new(folder.path(), options.poll, options.rescan)?;
+    let mut state = Loop {
+        store,
+        options,
+        folder,
+        // Owned, because SIGHUP may replace it (ops hook).
+        settings: Settings {
+            stop: Some(Arc::clone(stop)),
+            ..settings.clone()
+        },
+        settle: options.settle,
+        readiness: Readiness::default(),
+        failing: Failing::default(),
+        too_long: HashSet::new(),
+        all_ok: true,
+        retry: false,
     };
-    let mut settle = options.settle;
-    let mut watch = Watch::new(&options.inbox, options.poll, options.rescan)?;
     tracing::info!(
         inbox = %options.inbox.display(),
         store = %options.store.display(),
         mode = %watch.mode(),
         settle_ms = options.settle.as_millis() as u64,
-        authorization = current.auth.is_on(),
+        authorization = state.settings.auth.is_on(),
         "userdrop started"
     );
-    options.hooks.started(&options.inbox, Arc::clone(&stop));
-    let mut readiness = Readiness::default();
-    let mut unreadable = std::collections::HashSet::new();
-    let mut all_ok = true;
-    let mut scan = true;
-    // A file changed under us: scan again shortly even if no event says so.
-    let mut retry = false;
-    let mut first_pass = true;
+    options.hooks.started(&options.inbox, Arc::clone(stop));
     let started = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    let mut first_pass = true;
+    let mut scan = true;
+    while !options.signals.stopped() {
         if !scan {
             // Short waits keep a stop signal answered quickly; files waiting to
             // settle are looked at again soon even if nothing reports a change.
-            let soon = readiness.waiting_for_any() || retry;
+            let soon = state.readiness.waiting_for_any() || state.retry;
             let cap = Duration::from_millis(if soon { 50 } else { 200 });
             scan = watch.wait(cap) || soon;
-            retry = false;
-            if hangup.swap(false, Ordering::Relaxed) {
-                options.hooks.reload(&mut current, &mut settle);
+            state.retry = false;
+            if options.signals.hangup.swap(false, Ordering::Relaxed) {
+                options.hooks.reload(&mut state.settings, &mut state.settle);
                 tracing::info!("SIGHUP: rescanning the inbox");
                 scan = true;
             }
             continue;
         }
         scan = false;
-        readiness.unsettled.retain(|path, _| path.exists());
-        let waiting = inbox::waiting(&options.inbox)
-            .map_err(|e| format!("cannot read the inbox {}: {e}", options.inbox.display()))?;
-        let mut group = Group::default();
-        for file in waiting {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            if unreadable.contains(&file) {
-                continue;
-            }
-            // With --once, a file that is not ready yet is judged now: nothing will
-            // wait for it to settle.
-            let (defer, seen) = match readiness.take(&file, &current, settle) {
-                _ if options.once => (false, None),
-                Take::Later => continue,
-                Take::Deferring(seen) => (true, Some(seen)),
-                Take::Now => (false, None),
-            };
-            let started = Instant::now();
-            match process::take_file(store, &file, &current, defer) {
-                Ok(Taken::Ready(record)) => {
-                    readiness.unsettled.remove(&file);
-                    group.files.push((record, started));
-                }
-                Ok(Taken::Incomplete) => {
-                    if let Some(seen) = seen {
-                        readiness.incomplete(&file, seen);
-                    }
-                }
-                // The file vanished between the scan and the read: nothing to answer.
-                Err(process::Error::Read { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound => {}
-                // One unreadable file must not stop the others; say so once.
-                Err(e @ process::Error::Read { .. }) => {
-                    if unreadable.insert(file.clone()) {
-                        tracing::error!(file = %file.display(), "{e}");
-                    }
-                }
-                // Rewritten while it was read: take it again at once, as it is now.
-                // Nothing of it was committed. The usual cause is a writer still
-                // finishing a complete document (an SFTP `put` under the final name),
-                // so waiting out the settle time would only delay the answer; a
-                // file still being written is then simply incomplete and deferred.
-                Err(e @ process::Error::Changed { .. }) => {
-                    tracing::info!("{e}; taking it again");
-                    readiness.unsettled.remove(&file);
-                    retry = true;
-                }
-                Err(process::Error::Interrupted) => {
-                    tracing::info!(file = %file.display(), "stopped mid-file; it resumes at the next start");
-                    break;
-                }
-                Err(e) => {
-                    group.deliver(store, &current, &options.hooks)?;
-                    return Err(e.to_string());
-                }
-            }
-            if group.full() {
-                all_ok &= group.deliver(store, &current, &options.hooks)?;
-            }
-        }
-        all_ok &= group.deliver(store, &current, &options.hooks)?;
-        if options.once {
+        let waited = state.scan_once()?;
+        if options.once && !waited {
             break;
         }
-        if first_pass {
+        if first_pass && !options.once && !options.signals.stopped() {
             first_pass = false;
             tracing::info!(
                 ms = started.elapsed().as_millis() as u64,
                 "initial scan done; watching the inbox"
             );
         }
+        if options.once {
+            // Files still settling: look again shortly.
+            std::thread::sleep(Duration::from_millis(50));
+            scan = true;
+        }
     }
     options.hooks.stopping();
     store.flush().map_err(|e| e.to_string())?;
-    Ok(all_ok)
+    Ok(state.all_ok)
+}
+
+impl Loop<'_> {
+    /// One scan: every waiting file that is ready is applied, and the responses are
+    /// written in groups. Returns whether some file is still waiting to settle.
+    fn scan_once(&mut self) -> Result<bool, String> {
+        let scan = self.folder.scan().map_err(|e| {
+            format!(
+                "cannot read the inbox {}: {e}",
+                self.options.inbox.display()
+            )
+        })?;
+        for name in scan.too_long {
+            if self.too_long.insert(name.clone()) {
+                tracing::warn!(
+                    file = %self.folder.join(&name).display(),
+                    "not taken: its response name would be longer than 255 bytes; rename the request"
+                );
+            }
+        }
+        let waiting: HashSet<&OsString> = scan.waiting.iter().collect();
+        self.readiness
+            .unsettled
+            .retain(|name, _| waiting.contains(name));
+        self.failing.files.retain(|name, _| waiting.contains(name));
+        let mut group = Group::default();
+        for name in &scan.waiting {
+            if self.options.signals.stopped() {
+                break;
+            }
+            self.take(name, &mut group)?;
+            if group.full() {
+                self.all_ok &= group.deliver(
+                    self.store,
+                    &self.settings,
+                    &self.options.hooks,
+                    &mut self.failing,
+                )?;
+            }
+        }
+        self.all_ok &= group.deliver(
+            self.store,
+            &self.settings,
+            &self.options.hooks,
+            &mut self.failing,
+        )?;
+        Ok(self.readiness.waiting_for_any())
+    }
+
+    /// Takes one waiting file, if it is ready, into `group`.
+    fn take(&mut self, name: &OsStr, group: &mut Group) -> Result<(), String> {
+        let Ok(seen) = self.folder.look(name) else {
+            return Ok(());
+        };
+        if !self.failing.due(name, &seen, self.options.rescan) {
+            return Ok(());
+        }
+        // The settle rule holds in every mode (SPEC §4): `--once` too waits for a
+        // file that does not parse yet, until it has been unchanged for the settle time.
+        let defer = match self.readiness.take(seen, name, &self.settings, self.settle) {
+            Take::Later => return Ok(()),
+            Take::Deferring => true,
+            Take::Now => false,
+        };
+        let started = Instant::now();
+        let request = Request::new(&self.folder, name);
+        match process::take_file(self.store, &request, &self.settings, defer) {
+            Ok(Taken::Ready(record)) => {
+                self.readiness.unsettled.remove(name);
+                group.files.push((record, seen, started));
+            }
+            Ok(Taken::Incomplete) => self.readiness.incomplete(name, seen),
+            // Gone, or not a regular file any more, between the scan and the open:
+            // nothing to answer.
+            Err(process::Error::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(process::Error::NotRegular { path }) => {
+                tracing::debug!(file = %path.display(), "not a regular file; ignored");
+            }
+            // One unreadable file must not stop the others; say so once.
+            Err(e @ process::Error::Read { .. }) => {
+                if self.failing.failed(name, seen) {
+                    tracing::error!(file = %request.path.display(), "{e}; it is tried again when it changes and at every rescan");
+                }
+            }
+            // Rewritten while it was read: take it again at once, as it is now.
+            // Nothing of it was committed. The usual cause is a writer still
+            // finishing a complete document (an SFTP `put` under the final name),
+            // so waiting out the settle time would only delay the answer; a
+            // file still being written is then simply incomplete and deferred.
+            Err(e @ process::Error::Changed { .. }) => {
+                tracing::info!("{e}; taking it again");
+                self.readiness.unsettled.remove(name);
+                self.retry = true;
+            }
+            Err(process::Error::Interrupted) => {
+                tracing::info!(file = %request.path.display(), "stopped mid-file; it resumes at the next start");
+            }
+            Err(e) => {
+                group.deliver(
+                    self.store,
+                    &self.settings,
+                    &self.options.hooks,
+                    &mut self.failing,
+                )?;
+                return Err(e.to_string());
+            }
+        }
+        Ok(())
+    }
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use userdrop::cli::{self, Cli, Command, LogFormat};
 use userdrop::control::Query;
+use userdrop::daemon::Signals;
 
 // sled allocates and frees many small, short-lived buffers per insert; under glibc's
 // malloc a 1M-user import spent over a third of its time in the allocator and its
@@ -12,10 +13,25 @@ use userdrop::control::Query;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // The store's folder and files are the owner's alone, whatever the caller's umask
+    // (SPEC §6); the files meant for others (responses, metrics) set their own modes.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // Parsed in two steps because the config file needs to know which values clap
     // took from their defaults (see `config`).
     let matches = Cli::command().get_matches();
     let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The daemon's signal handlers come before anything else it does, so that a
+    // SIGTERM in its first milliseconds is a clean stop (SPEC §6).
+    let signals = match &args.command {
+        None | Some(Command::Run(_)) => match Signals::install() {
+            Ok(signals) => Some(signals),
+            Err(e) => {
+                eprintln!("userdrop: error: cannot install the signal handlers: {e}");
+                return ExitCode::from(cli::EXIT_FAILURE);
+            }
+        },
+        _ => None,
+    };
     let (effective, reloader) = match cli::configure(&mut args, &matches) {
         Ok(configured) => configured,
         Err(e) => {
@@ -36,8 +52,8 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     match &args.command {
-        None => cli::run(&args.run, reloader),
-        Some(Command::Run(run)) => cli::run(run, reloader),
+        None => cli::run(&args.run, reloader, signals.unwrap_or_else(Signals::none)),
+        Some(Command::Run(run)) => cli::run(run, reloader, signals.unwrap_or_else(Signals::none)),
         Some(Command::Import(a)) => cli::import(a),
         Some(Command::Check(a)) => cli::check(a),
         Some(Command::Get { email, common }) => cli::read(

@@ -343,16 +343,18 @@ impl Metrics {
                 "the path names no file",
             ));
         }
-        let temp = crate::response::temp_path(&self.path);
+        // Through the folder, like a response: a fresh temporary name created by us
+        // alone, then put in place.
+        let (folder, name) = crate::inbox::open_parent(&self.path)?;
+        let (mut file, temp) = folder.create_temp()?;
         let result = (|| {
-            let mut file = fs::File::create(&temp)?;
             file.write_all(self.render().as_bytes())?;
             // node_exporter runs as another user: the figures are not secret.
             file.set_permissions(fs::Permissions::from_mode(0o644))?;
-            fs::rename(&temp, &self.path)
+            folder.place(&temp, &name)
         })();
         if result.is_err() {
-            let _ = fs::remove_file(&temp);
+            let _ = folder.remove(&temp);
         }
         result
     }
@@ -377,6 +379,7 @@ mod tests {
             },
             finished_at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
             log_len: 0,
+            identity: None,
         }
     }
 

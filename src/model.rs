@@ -647,3 +647,17 @@ mod tests {
         assert!(text.contains(r#""source_file":"x.json""#), "{text}");
     }
 }
+
+/// Which file a request was: its device and inode, size and modification time, as
+/// `fstat` of its open descriptor told them. A response is written only beside the
+/// file that was applied (SPEC §2): a request removed with its response and uploaded
+/// again under the same name has another identity, even where the inode number is
+/// reused, because its modification time differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_ns: i64,
+}

@@ -13,16 +13,18 @@
 //! A crash before 3 leaves progress (the file resumes) or an outbox entry (the
 //! response is written from it); a crash after 3 rewrites the same response.
 
+use crate::inbox::{self, Folder};
 use crate::messages::{Lang, Message};
-use crate::model::{Meta, Status, StoredUser};
+use crate::model::{Identity, Meta, Status, StoredUser};
 use crate::request::{self, Halt, Stop, Token, Unread};
 use crate::response;
 use crate::store::{self, Counts, FileRecord, Progress, Step, Store, StoreError};
 use crate::validate::{Validator, Verdict};
 use chrono::Utc;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs;
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,10 +132,40 @@ pub enum Error {
     Interrupted,
     #[error("{path} changed while it was being applied; nothing of the changed text was committed")]
     Changed { path: PathBuf },
+    #[error("{path} is not a regular file (a link, folder, FIFO or device is never read)")]
+    NotRegular { path: PathBuf },
+    #[error(
+        "{path} was replaced while it was applied; its response is not written, and a run on it now takes it as new"
+    )]
+    Replaced { path: PathBuf },
+}
+
+/// A request: the folder it is in (held open), its name there, and the key the store
+/// knows it by. It is only ever opened through the folder (see `inbox`).
+pub struct Request<'f> {
+    /// None only when finishing a file cut short whose folder is gone: it is finished
+    /// from its private copy, and its request is never opened.
+    pub folder: Option<&'f Folder>,
+    pub name: OsString,
+    /// The folder's canonical path and the name: the key of its progress, outbox and
+    /// history.
+    pub path: PathBuf,
+}
+
+impl<'f> Request<'f> {
+    pub fn new(folder: &'f Folder, name: &OsStr) -> Request<'f> {
+        Request {
+            folder: Some(folder),
+            name: name.to_owned(),
+            path: folder.join(name),
+        }
+    }
 }
 
 /// What became of a file taken from the inbox.
 #[derive(Debug)]
+// Short-lived, one at a time: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Taken {
     /// Judged (or found already judged) and committed; its response is due from
     /// [`deliver_all`].
@@ -142,23 +174,65 @@ pub enum Taken {
     Incomplete,
 }
 
+/// What became of a response that was due.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Written beside its request, durably.
+    Written,
+    /// Not written: the request beside it is gone, or is another file than the one
+    /// that was applied (SPEC §2). The outbox entry is dropped; a new request there is
+    /// taken as new.
+    Stale,
+    /// Not written now (no space, permission, an object at its name); the outbox
+    /// entry stays, and the next attempt writes it.
+    Failed(Error),
+}
+
 /// The result of checking a file without applying it.
 pub struct Checked {
     pub record: FileRecord,
     pub log: Vec<Vec<Message>>,
 }
 
-/// Applies `request` to the store and writes its response beside it. A file whose
-/// earlier run was cut short is finished, not applied again: its outbox entry is
-/// delivered, or its progress resumed.
+/// Applies the request at `request` to the store and writes its response beside it.
+/// A file whose earlier run was cut short is finished, not applied again: its outbox
+/// entry is delivered, or its progress resumed.
 pub fn apply_file(store: &Store, request: &Path, settings: &Settings) -> Result<FileRecord, Error> {
-    match take_file(store, request, settings, false)? {
-        Taken::Ready(record) => {
-            deliver_all(store, std::slice::from_ref(&record), settings.lang)?;
-            Ok(record)
+    let (folder, name) = open_named(request)?;
+    let request = Request::new(&folder, &name);
+    // Twice at most: a file cut short and since replaced is first finished from its
+    // copy (its response is not written: the request is another file now), then the
+    // request there now is applied as new.
+    for _ in 0..2 {
+        let record = match take_file(store, &request, settings, false)? {
+            Taken::Ready(record) => record,
+            Taken::Incomplete => unreachable!("take_file defers only when asked to"),
+        };
+        let delivered = deliver_all(
+            store,
+            std::slice::from_ref(&record),
+            settings.lang,
+            Verify::Identity,
+        )?;
+        match delivered.into_iter().next() {
+            Some(Delivery::Failed(e)) => return Err(e),
+            Some(Delivery::Stale) => continue,
+            _ => return Ok(record),
         }
-        Taken::Incomplete => unreachable!("take_file defers only when asked to"),
     }
+    Err(Error::Replaced { path: request.path })
+}
+
+/// The folder and name of a request named on the command line. The administrator's
+/// own links in the path are followed; the request itself is then opened like any in
+/// the inbox.
+fn open_named(request: &Path) -> Result<(Folder, OsString), Error> {
+    let read_error = |source| Error::Read {
+        path: request.to_path_buf(),
+        source,
+    };
+    let path = fs::canonicalize(request).map_err(read_error)?;
+    inbox::open_parent(&path).map_err(read_error)
 }
 
 /// Judges `request` and commits it, up to its outbox entry, without flushing or
@@ -168,97 +242,270 @@ pub fn apply_file(store: &Store, request: &Path, settings: &Settings) -> Result<
 /// progress) is left alone and reported [`Taken::Incomplete`].
 pub fn take_file(
     store: &Store,
-    request: &Path,
+    request: &Request<'_>,
     settings: &Settings,
     defer_incomplete: bool,
 ) -> Result<Taken, Error> {
-    let path = canonical(request)?;
-    if let Some(record) = store.outbox_entry(&path)? {
+    if let Some(record) = store.outbox_entry(&request.path)? {
         return Ok(Taken::Ready(record));
     }
     let defer = defer_incomplete.then_some(Defer);
-    Ok(match judge(store, &path, settings, Mode::Apply, defer)? {
+    Ok(match judge(store, request, settings, Mode::Apply, defer)? {
         Some(checked) => Taken::Ready(checked.record),
         None => Taken::Incomplete,
     })
 }
 
-/// The request's canonical path: the key of its progress, outbox and history.
-fn canonical(request: &Path) -> Result<PathBuf, Error> {
-    fs::canonicalize(request).map_err(|source| Error::Read {
-        path: request.to_path_buf(),
-        source,
-    })
+/// How sure [`deliver_all`] makes that the request beside a response is the one
+/// that was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// Its identity (device, inode, size, modification time): enough within one run.
+    Identity,
+    /// Its identity and its content's hash: after a crash, when the time since is
+    /// unknown.
+    IdentityAndHash,
 }
 
-/// Makes the committed files durable with one flush, then writes their responses
-/// (each synced, one sync per folder), then clears their outbox entries.
-pub fn deliver_all(store: &Store, records: &[FileRecord], lang: Lang) -> Result<(), Error> {
+/// Makes the committed files durable with one flush, then writes the response of
+/// each whose request is still the one applied (each synced, one sync per folder),
+/// then clears the outbox entries of those written or stale. Returns one
+/// [`Delivery`] per record, in order; `Err` only when the store cannot be flushed.
+pub fn deliver_all(
+    store: &Store,
+    records: &[FileRecord],
+    lang: Lang,
+    verify: Verify,
+) -> Result<Vec<Delivery>, Error> {
     if records.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     store.flush()?;
     fault_point("after-outbox");
-    let mut staged = Vec::with_capacity(records.len());
+    let mut outcomes: Vec<Option<Delivery>> = records.iter().map(|_| None).collect();
+    let mut folders: Vec<&Path> = Vec::new();
+    for record in records {
+        let dir = record.path.parent().unwrap_or(Path::new("/"));
+        if !folders.contains(&dir) {
+            folders.push(dir);
+        }
+    }
+    for dir in folders {
+        let members: Vec<usize> = (0..records.len())
+            .filter(|&i| records[i].path.parent().unwrap_or(Path::new("/")) == dir)
+            .collect();
+        match Folder::open(dir) {
+            Ok(folder) => {
+                let delivered = deliver_in(
+                    store,
+                    &folder,
+                    members.iter().map(|&i| &records[i]),
+                    lang,
+                    verify,
+                );
+                for (i, outcome) in members.into_iter().zip(delivered) {
+                    outcomes[i] = Some(outcome);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                for i in members {
+                    outcomes[i] = Some(Delivery::Stale);
+                }
+            }
+            Err(e) => {
+                for i in members {
+                    outcomes[i] = Some(Delivery::Failed(Error::Write {
+                        path: inbox::response_path(&records[i].path),
+                        source: io::Error::new(e.kind(), e.to_string()),
+                    }));
+                }
+            }
+        }
+    }
+    let outcomes: Vec<Delivery> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Delivery::Stale))
+        .collect();
+    for (record, outcome) in records.iter().zip(&outcomes) {
+        if matches!(outcome, Delivery::Stale) {
+            tracing::info!(
+                file = %record.path.display(),
+                "the request was removed or replaced since it was applied: its response is not written, and a request there now is taken as new"
+            );
+        }
+    }
+    let settled = records
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| !matches!(o, Delivery::Failed(_)))
+        .map(|(r, _)| r.path.as_path());
+    store.clear_outboxes(settled)?;
+    Ok(outcomes)
+}
+
+/// Writes the responses of `records`, all requests of `folder`.
+fn deliver_in<'r>(
+    store: &Store,
+    folder: &Folder,
+    records: impl Iterator<Item = &'r FileRecord>,
+    lang: Lang,
+    verify: Verify,
+) -> Vec<Delivery> {
+    let records: Vec<&FileRecord> = records.collect();
     // A few files: an fsync each, which leaves other writers on the disk alone. A
-    // big group: one syncfs for all of them.
+    // big group: one syncfs for all of them, where the file system is trusted with it.
     let sync = if records.len() >= SYNCFS_FROM {
         response::Sync::Later
     } else {
         response::Sync::EachFile
     };
-    for record in records {
-        let target = response::response_path(&record.path);
+    let mut outcomes: Vec<Option<Delivery>> = Vec::with_capacity(records.len());
+    let mut staged = Vec::new();
+    let mut staged_at = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let name = record.path.file_name().unwrap_or_default();
+        let target = inbox::response_name(name);
+        let write_error = |source| {
+            Delivery::Failed(Error::Write {
+                path: folder.join(&target),
+                source,
+            })
+        };
+        match belongs(folder, name, record, verify) {
+            Ok(true) => {}
+            Ok(false) => {
+                outcomes.push(Some(Delivery::Stale));
+                continue;
+            }
+            Err(e) => {
+                outcomes.push(Some(write_error(e)));
+                continue;
+            }
+        }
         let log = store
             .log_chunks(record)
             .map(|chunk| chunk.map_err(io::Error::other));
-        let written = response::stage(&target, sync, |out| {
+        match response::stage(folder, &target, sync, |out| {
             response::write_json(out, record.status, record.message.as_ref(), log, lang)
-        });
-        match written {
-            Ok(s) => staged.push(s),
-            Err(source) => {
-                // Put in place what is ready, so that one failure costs one file.
-                let _ = response::publish(staged);
-                return Err(Error::Write {
-                    path: target,
-                    source,
-                });
+        }) {
+            Ok(s) => {
+                staged.push(s);
+                staged_at.push(i);
+                outcomes.push(None);
             }
+            Err(e) => outcomes.push(Some(write_error(e))),
         }
     }
-    response::publish(staged).map_err(|source| Error::Write {
-        path: records[0].path.clone(),
-        source,
-    })?;
-    store.clear_outboxes(records.iter().map(|r| r.path.as_path()))?;
-    Ok(())
+    for (i, result) in staged_at.into_iter().zip(response::publish(folder, staged)) {
+        let name = records[i].path.file_name().unwrap_or_default();
+        outcomes[i] = Some(match result {
+            Ok(()) => Delivery::Written,
+            Err(source) => Delivery::Failed(Error::Write {
+                path: folder.join(&inbox::response_name(name)),
+                source,
+            }),
+        });
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Delivery::Stale))
+        .collect()
+}
+
+/// Whether the request at `name` is still the file `record` was made from.
+fn belongs(folder: &Folder, name: &OsStr, record: &FileRecord, verify: Verify) -> io::Result<bool> {
+    let look = match folder.look(name) {
+        Ok(look) => look,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if look.kind != inbox::Kind::File {
+        return Ok(false);
+    }
+    // Records of earlier versions carry no identity: a regular file there is enough.
+    let Some(identity) = record.identity else {
+        return Ok(true);
+    };
+    if look.identity != identity {
+        return Ok(false);
+    }
+    if verify == Verify::Identity || record.hash.is_empty() {
+        return Ok(true);
+    }
+    let Some(opened) = folder.open_request(name)? else {
+        return Ok(false);
+    };
+    let mut source = request::Source::new(&opened.file, u64::MAX).hashing();
+    match io::copy(&mut source, &mut io::sink()) {
+        // Not UTF-8 any more: certainly not the text that was applied.
+        Err(_) if source.is_bad() => Ok(false),
+        Err(e) => Err(e),
+        Ok(_) => Ok(source.hash() == record.hash),
+    }
 }
 
 /// Judges `request` against the store as [`apply_file`] would, changing nothing.
 pub fn check_file(store: &Store, request: &Path, settings: &Settings) -> Result<Checked, Error> {
-    let path = canonical(request)?;
-    judge(store, &path, settings, Mode::Check, None)?.ok_or_else(|| Error::Changed { path })
+    let (folder, name) = open_named(request)?;
+    let request = Request::new(&folder, &name);
+    judge(store, &request, settings, Mode::Check, None)?
+        .ok_or(Error::Changed { path: request.path })
 }
 
 /// Writes the response of every file left in the outbox by an interrupted run, but
 /// for the requests in `except`, which the caller is about to finish itself (an
-/// `import` re-run must deliver, not re-apply, the file it names).
+/// `import` re-run must deliver, not re-apply, the file it names). A response that
+/// cannot be written is logged and stays due: it never stops the start.
 pub fn replay_outbox(store: &Store, lang: Lang, except: &[PathBuf]) -> Result<usize, Error> {
     let pending: Vec<FileRecord> = store
         .outbox()?
         .into_iter()
         .filter(|r| !except.contains(&r.path))
         .collect();
-    let (deliverable, orphans): (Vec<FileRecord>, Vec<FileRecord>) = pending
-        .into_iter()
-        .partition(|r| r.path.parent().is_none_or(|dir| dir.is_dir()));
-    for record in &orphans {
-        tracing::warn!(file = %record.path.display(), "the request's folder is gone; its response is dropped");
+    let delivered = deliver_all(store, &pending, lang, Verify::IdentityAndHash)?;
+    for (record, outcome) in pending.iter().zip(&delivered) {
+        if let Delivery::Failed(e) = outcome {
+            tracing::error!(file = %record.path.display(), "{e}; it is tried again at the next rescan");
+        }
     }
-    store.clear_outboxes(orphans.iter().map(|r| r.path.as_path()))?;
-    deliver_all(store, &deliverable, lang)?;
-    Ok(deliverable.len() + orphans.len())
+    Ok(pending.len())
+}
+
+/// Finishes every file a stop or a crash cut short, from its private copy, whatever
+/// became of its request since; its response is written only if the request beside it
+/// is still the same file. Files cut short by an earlier version have no copy: they
+/// resume when their request is taken again, as before.
+pub fn finish_interrupted(
+    store: &Store,
+    settings: &Settings,
+    except: &[PathBuf],
+) -> Result<usize, Error> {
+    let mut finished = Vec::new();
+    for path in store.interrupted()? {
+        if except.contains(&path) || store.open_copy(&path)?.is_none() {
+            continue;
+        }
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            continue;
+        };
+        // The folder may be gone: the copy is all that is needed.
+        let folder = Folder::open(dir).ok();
+        let request = Request {
+            folder: folder.as_ref(),
+            name: name.to_owned(),
+            path: path.clone(),
+        };
+        if let Some(checked) = judge(store, &request, settings, Mode::Apply, None)? {
+            finished.push(checked.record);
+        }
+    }
+    let delivered = deliver_all(store, &finished, settings.lang, Verify::IdentityAndHash)?;
+    for (record, outcome) in finished.iter().zip(&delivered) {
+        if let Delivery::Failed(e) = outcome {
+            tracing::error!(file = %record.path.display(), "{e}; it is tried again at the next rescan");
+        }
+    }
+    Ok(finished.len())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -278,40 +525,177 @@ const VERDICT_BATCH: usize = 512;
 #[derive(Clone, Copy)]
 struct Defer;
 
-/// The size and modification time of a file: if either moves, the file changed.
-pub type Stamp = (u64, Option<std::time::SystemTime>);
+/// Files up to this size are copied into memory to be applied; larger ones into the
+/// store's spool (a reflink where the file system can).
+const MEMORY_COPY: u64 = 16 * 1024 * 1024;
 
-pub fn stamp(meta: &fs::Metadata) -> Stamp {
-    (meta.len(), meta.modified().ok())
+/// What a file is read from, twice. Applying reads a private copy taken once, so that
+/// the uploader, who may rewrite the request in place at any moment, cannot change
+/// what is applied between the passes or between the steps (SPEC §2: `ERROR` never
+/// with users applied); `check` reads the request's own descriptor.
+enum Input {
+    Memory(Vec<u8>),
+    /// A copy in the store's spool, which a file cut short is finished from.
+    Copy(fs::File),
+    Direct(fs::File),
+}
+
+impl Input {
+    fn reader(&self) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        Ok(match self {
+            Input::Memory(bytes) => Box::new(&bytes[..]),
+            Input::Copy(file) | Input::Direct(file) => {
+                let mut file = file;
+                file.seek(SeekFrom::Start(0))?;
+                Box::new(file)
+            }
+        })
+    }
+}
+
+/// The request's own descriptor and what it was when opened. While nothing of the
+/// file is committed, a change to it means the uploader is still at work, and the
+/// file is taken again as it is now; once a step is committed, the file is finished
+/// from its copy.
+struct Watched {
+    file: fs::File,
+    identity: Identity,
+}
+
+impl Watched {
+    fn unchanged(&self, path: &Path) -> Result<(), Error> {
+        let meta = self.file.metadata().map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if inbox::identity_of(&meta) == self.identity {
+            Ok(())
+        } else {
+            Err(Error::Changed {
+                path: path.to_path_buf(),
+            })
+        }
+    }
+}
+
+/// A file opened to be judged.
+struct Opening {
+    input: Input,
+    watched: Option<Watched>,
+    identity: Option<Identity>,
+    /// Its size when opened.
+    size: u64,
+}
+
+/// Copies the request into memory or into the store (`Apply`), or keeps its
+/// descriptor (`Check`).
+fn take_private(
+    store: &Store,
+    path: &Path,
+    file: &fs::File,
+    size: u64,
+    limit: u64,
+    mode: Mode,
+) -> Result<Input, Error> {
+    let read_error = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    if mode == Mode::Check {
+        return file.try_clone().map(Input::Direct).map_err(read_error);
+    }
+    // One byte past the limit is enough to tell that the file is too large.
+    let bounded = || file.take(limit.saturating_add(1));
+    if size <= MEMORY_COPY {
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        bounded().read_to_end(&mut bytes).map_err(read_error)?;
+        return Ok(Input::Memory(bytes));
+    }
+    let mut copy = store.new_copy(path)?;
+    let copied = rustix::fs::ioctl_ficlone(&copy, file).is_ok() || {
+        io::copy(&mut bounded(), &mut copy).map_err(read_error)?;
+        true
+    };
+    debug_assert!(copied);
+    Ok(Input::Copy(copy))
+}
+
+/// Opens what `request` is judged from: the private copy of a file cut short, or the
+/// request itself, copied. `Err(Ok(size))`: the request is too large to read.
+fn open_input(
+    store: &Store,
+    request: &Request<'_>,
+    prior: Option<&Progress>,
+    settings: &Settings,
+    mode: Mode,
+) -> Result<Result<Opening, u64>, Error> {
+    let path = &request.path;
+    if let Some(progress) = prior
+        && let Some(copy) = store.open_copy(path)?
+    {
+        let size = copy.metadata().map(|m| m.len()).unwrap_or(0);
+        return Ok(Ok(Opening {
+            input: Input::Copy(copy),
+            watched: None,
+            identity: progress.identity,
+            size,
+        }));
+    }
+    let not_found = || io::Error::new(io::ErrorKind::NotFound, "its folder is gone");
+    let folder = request.folder.ok_or_else(|| Error::Read {
+        path: path.clone(),
+        source: not_found(),
+    })?;
+    let opened = folder
+        .open_request(&request.name)
+        .map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?
+        .ok_or_else(|| Error::NotRegular { path: path.clone() })?;
+    let size = opened.identity.size;
+    if size > settings.max_file_size && prior.is_none() {
+        return Ok(Err(size));
+    }
+    let limit = settings.max_file_size.max(size);
+    let input = take_private(store, path, &opened.file, size, limit, mode)?;
+    let watched = Watched {
+        file: opened.file,
+        identity: opened.identity,
+    };
+    // Changed while it was copied: the copy may hold two versions' bytes.
+    if mode == Mode::Apply
+        && let Err(e) = watched.unchanged(path)
+    {
+        store.discard_copy(path);
+        return Err(e);
+    }
+    Ok(Ok(Opening {
+        input,
+        identity: Some(watched.identity),
+        watched: Some(watched),
+        size,
+    }))
 }
 
 /// The shared core of apply and check. In `Apply` mode every step is committed and
 /// the returned log is empty (it lives in the store); in `Check` mode nothing is
 /// written and the log is returned. `None` only with `defer`: the file is incomplete.
 ///
-/// The file is read twice through one open descriptor, streamed both times: first to
-/// check all of it (and hash it), then to apply its users. A file replaced by a rename
-/// meanwhile is still the old one through that descriptor; one rewritten in place is
-/// caught by its size and time, checked before each step is committed.
+/// The file is read twice, streamed both times, from its private copy (see
+/// [`Input`]): first to check all of it (and hash it), then to apply its users.
 fn judge(
     store: &Store,
-    path: &Path,
+    request: &Request<'_>,
     settings: &Settings,
     mode: Mode,
     defer: Option<Defer>,
 ) -> Result<Option<Checked>, Error> {
+    let path = request.path.as_path();
     let read_error = |source| Error::Read {
         path: path.to_path_buf(),
         source,
     };
-    let meta = fs::metadata(path).map_err(read_error)?;
-    if !meta.is_file() {
-        // A FIFO would block forever and a device never ends: never open them.
-        return Err(read_error(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        )));
-    }
     // A file cut short was accepted under the settings of its first step: if it
     // resumes (same content), it is finished under them, whatever the size limit and
     // tokens are now. Rejecting it would leave its committed steps applied with an
@@ -324,54 +708,70 @@ fn judge(
         size,
         limit: settings.max_file_size,
     };
-    if meta.len() > settings.max_file_size && prior.is_none() {
-        return reject(store, path, String::new(), too_large(meta.len()), mode).map(Some);
-    }
-    let file = fs::File::open(path).map_err(read_error)?;
-    let before = stamp(&file.metadata().map_err(read_error)?);
+    let opening = match open_input(store, request, prior.as_ref(), settings, mode)? {
+        Ok(opening) => opening,
+        Err(size) => {
+            let identity = request
+                .folder
+                .and_then(|f| f.look(&request.name).ok())
+                .map(|l| l.identity);
+            return reject(store, path, String::new(), identity, too_large(size), mode).map(Some);
+        }
+    };
+    let Opening {
+        mut input,
+        watched,
+        identity,
+        size,
+    } = opening;
     let timer = std::time::Instant::now();
     let limit = match prior {
-        Some(_) => settings.max_file_size.max(before.0),
+        Some(_) => settings.max_file_size.max(size),
         None => settings.max_file_size,
     };
-    let mut source = request::Source::new(&file, limit).hashing();
+    let mut source = request::Source::new(input.reader().map_err(read_error)?, limit).hashing();
     let checked = request::envelope(&mut source);
     let hash = source.hash();
+    drop(source);
     tracing::debug!(file = %path.display(), ms = timer.elapsed().as_millis() as u64, "first pass (syntax, shape, hash) done");
     pause_point("after-first-pass");
     let envelope = match checked {
         Ok(envelope) => envelope,
         Err(Unread::Io(e)) => return Err(read_error(e)),
         Err(Unread::Bad(Message::NotUtf8 { .. } | Message::BadJson { .. })) if defer.is_some() => {
+            store.discard_copy(path);
             return Ok(None);
         }
-        Err(Unread::Bad(message)) => return reject(store, path, hash, message, mode).map(Some),
-    };
-    let unchanged = || -> Result<(), Error> {
-        if stamp(&file.metadata().map_err(read_error)?) == before {
-            Ok(())
-        } else {
-            Err(Error::Changed {
-                path: path.to_path_buf(),
-            })
+        Err(Unread::Bad(message)) => {
+            return reject(store, path, hash, identity, message, mode).map(Some);
         }
     };
-    unchanged()?;
+    // Whether any step of this file is committed: from then on it is finished from
+    // its copy, whatever happens to the request.
+    let mut committed = prior.is_some();
+    let unchanged = |committed: bool| -> Result<(), Error> {
+        match &watched {
+            Some(w) if !committed && mode == Mode::Apply => w.unchanged(path),
+            _ => Ok(()),
+        }
+    };
+    unchanged(committed)?;
     let resumed = match prior {
         Some(p) if p.hash == hash => Some(p),
         Some(_) => {
             tracing::info!(file = %path.display(), "the file changed since it was cut short; starting it over");
             store.discard_progress(path)?;
+            committed = false;
             None
         }
         None => None,
     };
     if resumed.is_none() {
-        if before.0 > settings.max_file_size {
-            return reject(store, path, hash, too_large(before.0), mode).map(Some);
+        if size > settings.max_file_size {
+            return reject(store, path, hash, identity, too_large(size), mode).map(Some);
         }
         if let Err(message) = settings.auth.check(&envelope.token) {
-            return reject(store, path, hash, message, mode).map(Some);
+            return reject(store, path, hash, identity, message, mode).map(Some);
         }
     }
 
@@ -385,17 +785,29 @@ fn judge(
             next_index: 0,
             counts: Counts::default(),
             log_len: 0,
+            identity,
         },
     };
+    let step_users = settings.step_users.max(1);
+    let steps = envelope
+        .users
+        .saturating_sub(progress.next_index)
+        .div_ceil(step_users as u64);
+    // A file applied in several steps may be cut short after one: it must be
+    // finishable from a durable copy.
+    if mode == Mode::Apply
+        && steps > 1
+        && let Input::Memory(bytes) = &input
+    {
+        let mut copy = store.new_copy(path)?;
+        copy.write_all(bytes).map_err(read_error)?;
+        input = Input::Copy(copy);
+    }
 
-    let source_file = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let source_file = request.name.to_string_lossy().into_owned();
     let now = Utc::now();
     let total = envelope.users;
     let start = progress.next_index;
-    let step_users = settings.step_users.max(1);
     let mut validator = Validator::for_users(total);
     let mut writes = Vec::new();
     let mut log: Vec<Vec<Message>> = Vec::new();
@@ -416,6 +828,7 @@ fn judge(
         counts: progress.counts,
         finished_at: Utc::now(),
         log_len: progress.log_len,
+        identity,
     };
 
     let mut end_step = |writes: &mut Vec<StoredUser>,
@@ -426,7 +839,8 @@ fn judge(
         let mut finished = last.then(|| record(progress));
         match mode {
             Mode::Apply => {
-                unchanged()?;
+                unchanged(committed)?;
+                committed = true;
                 progress.log_len = store.commit(Step {
                     path,
                     writes: std::mem::take(writes),
@@ -463,8 +877,7 @@ fn judge(
         Ok(())
     };
 
-    (&file).seek(SeekFrom::Start(0)).map_err(read_error)?;
-    let mut source = request::Source::new(&file, limit);
+    let mut source = request::Source::new(input.reader().map_err(read_error)?, limit);
     // Reading and validating run on a thread of their own while this one looks users
     // up, merges and commits: on two cores the parse hides behind sled's work. The
     // bounded channel keeps memory to a few batches; dropping the receiver (a store
@@ -619,6 +1032,7 @@ fn reject(
     store: &Store,
     path: &Path,
     hash: String,
+    identity: Option<Identity>,
     message: Message,
     mode: Mode,
 ) -> Result<Checked, Error> {
@@ -631,11 +1045,13 @@ fn reject(
         counts: Counts::default(),
         finished_at: Utc::now(),
         log_len: 0,
+        identity,
     };
     if mode == Mode::Apply {
         if store.progress(path)?.is_some() {
             store.discard_progress(path)?;
         }
+        store.discard_copy(path);
         store.commit(Step {
             path,
             writes: Vec::new(),
@@ -645,6 +1061,7 @@ fn reject(
                 next_index: 0,
                 counts: Counts::default(),
                 log_len: 0,
+                identity,
             },
             done: Some(record.clone()),
         })?;
@@ -653,6 +1070,26 @@ fn reject(
         record,
         log: Vec::new(),
     })
+}
+
+/// One line per processed file (SPEC §6): `OK` at `info`, `WARNING` and `ERROR` at
+/// `warn`, and for `ERROR` the reason.
+pub fn log_processed(record: &FileRecord, started: std::time::Instant) {
+    let ms = started.elapsed().as_millis() as u64;
+    let file = record.path.display();
+    let (applied, rejected) = (record.counts.applied(), record.counts.rejected);
+    match (record.status, &record.message) {
+        (Status::Ok, _) => {
+            tracing::info!(%file, status = %record.status, applied, rejected, ms, "processed")
+        }
+        (_, Some(reason)) => {
+            let reason = reason.text(Lang::En);
+            tracing::warn!(%file, status = %record.status, applied, rejected, ms, %reason, "processed")
+        }
+        (_, None) => {
+            tracing::warn!(%file, status = %record.status, applied, rejected, ms, "processed")
+        }
+    }
 }
 
 /// Crash injection for the tests: with `USERDROP_FAULT=<point>` in the environment

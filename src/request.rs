@@ -98,6 +98,11 @@ impl<R: Read> Source<R> {
         format!("{digest:032x}")
     }
 
+    /// Whether reading stopped on the text's own fault (not UTF-8, too large).
+    pub fn is_bad(&self) -> bool {
+        self.problem.is_some()
+    }
+
     fn fail(&mut self, problem: Message) -> io::Error {
         self.problem = Some(problem);
         io::Error::other("the request is not readable as JSON text")

@@ -11,34 +11,13 @@
 //! ]}}
 //! ```
 
+use crate::inbox::Folder;
 use crate::messages::{Lang, Message};
 use crate::model::Status;
 use serde::Serialize;
-use std::ffi::OsString;
-use std::fs::{self, File};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
-
-/// `NAME.json` → `NAME.response.json`; any other name gets `.response.json` appended.
-pub fn response_path(request: &Path) -> PathBuf {
-    // Bytes, not str: a Unix file name need not be UTF-8, and its response must sit
-    // beside it under the same stem.
-    let name = request.file_name().unwrap_or_default().as_bytes();
-    let stem = name.strip_suffix(b".json").unwrap_or(name);
-    let mut response = stem.to_vec();
-    response.extend_from_slice(b".response.json");
-    request.with_file_name(OsString::from_vec(response))
-}
-
-/// The hidden name a file (a response, the metrics) is written under before it is
-/// renamed into place.
-pub fn temp_path(response: &Path) -> PathBuf {
-    let mut name = OsString::from(".");
-    name.push(response.file_name().unwrap_or_default());
-    name.push(".tmp");
-    response.with_file_name(name)
-}
 
 #[derive(Serialize)]
 struct Info<'a> {
@@ -99,23 +78,25 @@ pub fn write_json<W: Write>(
 /// A response is for whoever dropped the request: it takes the group of its folder
 /// (the inbox's upload group) and mode 0640, so that group can read it but not change
 /// it, whatever the daemon's umask. Taking the group needs the daemon's user to be in
-/// it; when it is not, the response keeps the daemon's group.
-fn share_with_folder(file: &File, target: &Path) -> io::Result<()> {
+/// it; when it is not, the response keeps the daemon's group. Both calls act on the
+/// descriptor of the file userdrop itself created, never on a name.
+fn share_with_folder(file: &File, folder: &Folder) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let group = fs::metadata(folder(target))?.gid();
+    let group = folder.group()?;
     if file.metadata()?.gid() != group
         && let Err(e) = std::os::unix::fs::fchown(file, None, Some(group))
     {
         tracing::debug!(group, "a response keeps the daemon's group: {e}");
     }
-    file.set_permissions(fs::Permissions::from_mode(0o640))
+    file.set_permissions(std::fs::Permissions::from_mode(0o640))
 }
 
 /// A response complete under its temporary name, not yet in place.
 #[derive(Debug)]
 pub struct Staged {
-    temp: PathBuf,
-    target: PathBuf,
+    file: File,
+    temp: OsString,
+    target: OsString,
     /// Its data is already durable (fsynced by [`stage`]).
     synced: bool,
 }
@@ -125,23 +106,24 @@ pub struct Staged {
 pub enum Sync {
     /// fsync of the file itself, at once.
     EachFile,
-    /// By [`publish`], for the whole group at once: one `syncfs` per folder instead of
-    /// an fsync per file, which dominated 10 000 small files.
+    /// By [`publish`], for the whole group at once: one `syncfs` instead of an fsync
+    /// per file (which dominated 10 000 small files) where the file system is trusted
+    /// with it, else an fsync each.
     Later,
 }
 
-/// Writes a response under its temporary name (syncing it now, or leaving that to
-/// [`publish`]); [`publish`] puts it in place. Splitting the steps lets a group of
-/// responses share one sync of their data and one of each folder.
+/// Writes a response under a fresh temporary name in `folder` (syncing it now, or
+/// leaving that to [`publish`]); [`publish`] puts it in place as `target`. Splitting
+/// the steps lets a group of responses share one sync of their data and of the folder.
 pub fn stage(
-    target: &Path,
+    folder: &Folder,
+    target: &OsStr,
     sync: Sync,
     fill: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
 ) -> io::Result<Staged> {
-    let temp = temp_path(target);
+    let (file, temp) = folder.create_temp()?;
     let result = (|| {
-        let file = File::create(&temp)?;
-        share_with_folder(&file, target)?;
+        share_with_folder(&file, folder)?;
         let mut out = BufWriter::with_capacity(64 * 1024, &file);
         fill(&mut out)?;
         out.flush()?;
@@ -153,97 +135,63 @@ pub fn stage(
     })();
     match result {
         Ok(()) => Ok(Staged {
+            file,
             temp,
-            target: target.to_path_buf(),
+            target: target.to_owned(),
             synced: sync == Sync::EachFile,
         }),
         Err(e) => {
             // Leave no stray temporary file behind; the error is what matters.
-            let _ = fs::remove_file(&temp);
+            let _ = folder.remove(&temp);
             Err(e)
         }
     }
 }
 
-/// The folder a response is written in.
-fn folder(target: &Path) -> &Path {
-    target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
-
-/// The distinct folders of `staged`, in order of first appearance.
-fn folders<'a>(staged: impl IntoIterator<Item = &'a Staged>) -> Vec<&'a Path> {
-    let mut folders: Vec<&Path> = Vec::new();
-    for s in staged {
-        let dir = folder(&s.target);
-        if !folders.contains(&dir) {
-            folders.push(dir);
-        }
-    }
-    folders
-}
-
-/// `syncfs` on the filesystem of `dir`: writes back everything dirty there.
-fn sync_filesystem(dir: &Path) -> io::Result<()> {
-    let folder = File::open(dir)?;
-    // SAFETY: syncfs only reads the descriptor, which `folder` keeps open.
-    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&folder)) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Makes the data of responses not yet synced durable (one `syncfs` per folder),
-/// renames every response into place, then syncs each folder once, so the renames
-/// survive a power cut. If the data cannot be made durable, nothing is put in place.
-pub fn publish(staged: Vec<Staged>) -> io::Result<()> {
-    let unsynced = folders(staged.iter().filter(|s| !s.synced));
-    if let Err(e) = unsynced.into_iter().try_for_each(sync_filesystem) {
-        for s in staged {
-            let _ = fs::remove_file(&s.temp);
-        }
-        return Err(e);
-    }
-    let mut first_error = None;
-    let mut renamed = Vec::with_capacity(staged.len());
-    for s in &staged {
-        match fs::rename(&s.temp, &s.target) {
-            Ok(()) => renamed.push(s),
-            Err(e) => {
-                let _ = fs::remove_file(&s.temp);
-                first_error.get_or_insert(e);
+/// Makes the data of the responses staged in `folder` durable, puts each in place,
+/// then syncs the folder once so that the renames survive a power cut. Returns one
+/// result per response, in order: a response that cannot be put in place costs that
+/// response alone. `Ok` means its data and its name are durable.
+pub fn publish(folder: &Folder, staged: Vec<Staged>) -> Vec<io::Result<()>> {
+    let shared = if staged.iter().any(|s| !s.synced) {
+        folder.sync_filesystem()
+    } else {
+        Ok(true)
+    };
+    let mut results: Vec<io::Result<()>> = staged
+        .iter()
+        .map(|s| match &shared {
+            _ if s.synced => Ok(()),
+            Ok(true) => Ok(()),
+            Ok(false) => s.file.sync_all(),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        })
+        .collect();
+    for (s, result) in staged.iter().zip(results.iter_mut()) {
+        match result {
+            Ok(()) => *result = folder.place(&s.temp, &s.target),
+            Err(_) => {
+                let _ = folder.remove(&s.temp);
             }
         }
     }
-    for dir in folders(renamed) {
-        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-            first_error.get_or_insert(e);
+    if results.iter().any(|r| r.is_ok())
+        && let Err(e) = folder.sync()
+    {
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            *result = Err(io::Error::new(
+                e.kind(),
+                format!("cannot sync the folder: {e}"),
+            ));
         }
     }
-    first_error.map_or(Ok(()), Err)
+    results
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(
-            response_path(Path::new("w/a.json")),
-            Path::new("w/a.response.json")
-        );
-        assert_eq!(
-            response_path(Path::new("b.txt")),
-            Path::new("b.txt.response.json")
-        );
-        assert_eq!(
-            temp_path(Path::new("w/a.response.json")),
-            Path::new("w/.a.response.json.tmp")
-        );
-    }
+    use std::fs;
 
     #[test]
     fn a_response_takes_the_folder_group_and_mode_0640() {
@@ -254,10 +202,17 @@ mod tests {
         let group = 4242;
         let is_root = std::os::unix::fs::chown(dir.path(), None, Some(group)).is_ok();
         let target = dir.path().join("a.response.json");
-        publish(vec![
-            stage(&target, Sync::EachFile, |out| out.write_all(b"{}")).unwrap(),
-        ])
+        let folder = Folder::open(dir.path()).unwrap();
+        let staged = stage(
+            &folder,
+            OsStr::new("a.response.json"),
+            Sync::EachFile,
+            |out| out.write_all(b"{}"),
+        )
         .unwrap();
+        for result in publish(&folder, vec![staged]) {
+            result.unwrap();
+        }
         let meta = fs::metadata(&target).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o640);
         assert_eq!(meta.gid(), fs::metadata(dir.path()).unwrap().gid());

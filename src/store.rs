@@ -29,7 +29,7 @@
 //! flush is shared by a whole group of files.
 
 use crate::messages::Message;
-use crate::model::{Email, Meta, Status, StoredUser, UserData};
+use crate::model::{Email, Identity, Meta, Status, StoredUser, UserData};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -58,6 +58,8 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the log spool {path} cannot be written or read: {source}")]
     Spool { path: PathBuf, source: io::Error },
+    #[error("cannot make the store {path} durable (fsync): {source}")]
+    Durable { path: PathBuf, source: io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -103,6 +105,9 @@ pub struct Progress {
     /// Bytes of the file's spool log that are committed.
     #[serde(default)]
     pub log_len: u64,
+    /// The request file this progress is of, as it was when its first step began.
+    #[serde(default)]
+    pub identity: Option<Identity>,
 }
 
 /// What became of one file: the outbox entry until its response is on disk, and the
@@ -123,6 +128,10 @@ pub struct FileRecord {
     /// Bytes of the file's spool log: its response's log entries.
     #[serde(default)]
     pub log_len: u64,
+    /// The request file that was applied: its response is written only beside that
+    /// file, never beside another one uploaded under the same name since (SPEC §2).
+    #[serde(default)]
+    pub identity: Option<Identity>,
 }
 
 mod path_bytes {
@@ -162,6 +171,7 @@ pub struct Step<'a> {
 pub struct Store {
     db: sled::Db,
     spool: Arc<Spool>,
+    durable: Arc<Durable>,
 }
 
 /// The folder of log spool files.
@@ -175,6 +185,9 @@ struct Spool {
 struct Pending {
     /// Written since: synced before sled is flushed.
     unsynced: Vec<PathBuf>,
+    /// A spool file was created since: the spool folder's entries must be synced too,
+    /// or a power cut could keep a record that counts on a file whose name was lost.
+    created: bool,
     /// No longer counted on by any record, but only once that removal is flushed: a
     /// crash before it brings the record back, and the record needs its spool.
     retired: Vec<PathBuf>,
@@ -182,8 +195,27 @@ struct Pending {
 
 impl Spool {
     fn path(&self, request: &Path) -> PathBuf {
+        self.named(request, "log")
+    }
+
+    /// The private copy of a request applied in several steps (see [`Store::new_copy`]).
+    fn copy_path(&self, request: &Path) -> PathBuf {
+        self.named(request, "req")
+    }
+
+    fn named(&self, request: &Path, extension: &str) -> PathBuf {
         let id = xxhash_rust::xxh3::xxh3_128(request.as_os_str().as_bytes());
-        self.dir.join(format!("{id:032x}.log"))
+        self.dir.join(format!("{id:032x}.{extension}"))
+    }
+
+    /// `path` is written and must be synced by the next flush.
+    fn written(&self, path: PathBuf, created: bool) {
+        let mut pending = self.pending();
+        pending.retired.retain(|p| *p != path);
+        pending.created |= created;
+        if !pending.unsynced.contains(&path) {
+            pending.unsynced.push(path);
+        }
     }
 
     /// Appends `log` to the spool of `request` after its first `from` bytes (cutting
@@ -194,6 +226,7 @@ impl Spool {
             path: path.clone(),
             source: e,
         };
+        let created = from == 0 && !path.exists();
         let mut file = fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -210,11 +243,7 @@ impl Spool {
         out.flush().map_err(io)?;
         drop(out);
         let len = file.stream_position().map_err(io)?;
-        let mut pending = self.pending();
-        pending.retired.retain(|p| *p != path);
-        if !pending.unsynced.contains(&path) {
-            pending.unsynced.push(path);
-        }
+        self.written(path, created);
         Ok(len)
     }
 
@@ -223,7 +252,21 @@ impl Spool {
     }
 
     fn sync(&self) -> Result<()> {
-        let unsynced = std::mem::take(&mut self.pending().unsynced);
+        let (unsynced, created) = {
+            let mut pending = self.pending();
+            (
+                std::mem::take(&mut pending.unsynced),
+                std::mem::take(&mut pending.created),
+            )
+        };
+        if created {
+            fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StoreError::Spool {
+                    path: self.dir.clone(),
+                    source: e,
+                })?;
+        }
         for path in unsynced {
             match fs::File::open(&path).and_then(|f| f.sync_data()) {
                 Ok(()) => {}
@@ -235,12 +278,14 @@ impl Spool {
         Ok(())
     }
 
-    /// `request`'s spool goes once the removal of its last record is flushed.
+    /// `request`'s spool and private copy go once the removal of its last record is
+    /// flushed.
     fn retire(&self, request: &Path) {
-        let path = self.path(request);
         let mut pending = self.pending();
-        if !pending.retired.contains(&path) {
-            pending.retired.push(path);
+        for path in [self.path(request), self.copy_path(request)] {
+            if !pending.retired.contains(&path) {
+                pending.retired.push(path);
+            }
         }
     }
 
@@ -399,6 +444,117 @@ impl RawUser {
     }
 }
 
+/// sled's files, made durable by userdrop itself. sled 0.34's `flush()` writes its log
+/// with `sync_file_range`, which on Linux makes neither a growing file's size nor its
+/// new extents durable, and it never syncs its `conf` file, its blobs (values over
+/// about 128 KiB) or its folder. After each sled flush, [`Durable::sync`] fsyncs the
+/// log file (`db`), and, when their folders' entries changed since the last sync,
+/// `conf`, every new blob, and the folders themselves.
+struct Durable {
+    dir: PathBuf,
+    db: fs::File,
+    folder: fs::File,
+    seen: Mutex<Seen>,
+}
+
+/// The folders' change times at the last sync, and the blobs synced.
+#[derive(Default)]
+struct Seen {
+    folder: Option<[i64; 4]>,
+    blobs: Option<[i64; 4]>,
+    blobs_synced: std::collections::HashSet<std::ffi::OsString>,
+}
+
+/// A folder's modification and change time: they move when an entry is added,
+/// renamed or removed.
+fn entries_stamp(meta: &fs::Metadata) -> [i64; 4] {
+    use std::os::unix::fs::MetadataExt;
+    [
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    ]
+}
+
+impl Durable {
+    fn open(dir: &Path) -> io::Result<Durable> {
+        // The store's own name in its parent: new when sled just made the folder.
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = parent.unwrap_or(Path::new("."));
+        if let Err(e) = fs::File::open(parent).and_then(|d| d.sync_all()) {
+            tracing::debug!(folder = ?parent, "cannot sync the store's parent folder: {e}");
+        }
+        Ok(Durable {
+            dir: dir.to_path_buf(),
+            db: fs::File::open(dir.join("db"))?,
+            folder: fs::File::open(dir)?,
+            seen: Mutex::new(Seen::default()),
+        })
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.db.sync_all()?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let blobs_dir = self.dir.join("blobs");
+        if let Ok(meta) = fs::metadata(&blobs_dir) {
+            let stamp = entries_stamp(&meta);
+            if seen.blobs != Some(stamp) {
+                let mut present = std::collections::HashSet::new();
+                for entry in fs::read_dir(&blobs_dir)? {
+                    let name = entry?.file_name();
+                    if !seen.blobs_synced.contains(&name) {
+                        fs::File::open(blobs_dir.join(&name))?.sync_all()?;
+                    }
+                    present.insert(name);
+                }
+                fs::File::open(&blobs_dir)?.sync_all()?;
+                seen.blobs_synced = present;
+                seen.blobs = Some(stamp);
+            }
+        }
+        let stamp = entries_stamp(&self.folder.metadata()?);
+        if seen.folder != Some(stamp) {
+            match fs::File::open(self.dir.join("conf")) {
+                Ok(conf) => conf.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            self.folder.sync_all()?;
+            seen.folder = Some(stamp);
+        }
+        Ok(())
+    }
+}
+
+/// The store's folder 0700 and its files 0600 (SPEC §6), whatever the umask of the
+/// process that made them: a store made by an earlier version under umask 022 is
+/// closed at its next open. Only the owner can do this; anyone else reads as before.
+fn restrict_permissions(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let restrict = |path: &Path, is_dir: bool| {
+        let mode = if is_dir { 0o700 } else { 0o600 };
+        if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
+            tracing::debug!(path = ?path, "cannot restrict the permissions: {e}");
+        }
+    };
+    restrict(dir, true);
+    for sub in [dir.to_path_buf(), dir.join("blobs"), dir.join("spool")] {
+        let Ok(entries) = fs::read_dir(&sub) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if let Ok(kind) = entry.file_type() {
+                if kind.is_dir() {
+                    restrict(&entry.path(), true);
+                } else if kind.is_file() {
+                    restrict(&entry.path(), false);
+                }
+            }
+        }
+    }
+}
+
 fn open_sled(dir: &Path, options: &StoreOptions) -> Result<sled::Db> {
     sled::Config::new()
         .path(dir)
@@ -457,19 +613,31 @@ impl Store {
             }) if remove_unfinished_snapshots(dir) > 0 => open_sled(dir, options),
             other => other,
         }?;
+        restrict_permissions(dir);
         let dir_spool = dir.join("spool");
         fs::create_dir_all(&dir_spool).map_err(|e| StoreError::Spool {
             path: dir_spool.clone(),
+            source: e,
+        })?;
+        let durable = Durable::open(dir).map_err(|e| StoreError::Durable {
+            path: dir.to_path_buf(),
             source: e,
         })?;
         let store = Store {
             db,
             spool: Arc::new(Spool {
                 dir: dir_spool,
-                pending: Mutex::new(Pending::default()),
+                pending: Mutex::new(Pending {
+                    created: true,
+                    ..Pending::default()
+                }),
             }),
+            durable: Arc::new(durable),
         };
         store.remove_orphan_spools()?;
+        // What sled wrote at open (its `conf` is never synced by sled itself) and the
+        // folders just created are made durable before anything counts on them.
+        store.flush()?;
         Ok(store)
     }
 
@@ -488,7 +656,9 @@ impl Store {
         let mut live = std::collections::HashSet::new();
         for prefix in [PROGRESS, OUTBOX] {
             for path in self.request_paths(prefix) {
-                live.insert(self.spool.path(&path?));
+                let path = path?;
+                live.insert(self.spool.path(&path));
+                live.insert(self.spool.copy_path(&path));
             }
         }
         let Ok(entries) = fs::read_dir(&self.spool.dir) else {
@@ -606,14 +776,65 @@ impl Store {
         Ok(log_len)
     }
 
-    /// Makes everything committed so far durable.
+    /// Makes everything committed so far durable: on stable storage, as after a power
+    /// cut (SPEC §2). sled's own `flush()` ends in `sync_file_range`, which leaves a
+    /// growing file's size and extents, and sled's other files, unsynced; [`Durable`]
+    /// fsyncs them.
     pub fn flush(&self) -> Result<()> {
         // The spool first: a flushed record must never count bytes a power cut lost.
         self.spool.sync()?;
         let retired = std::mem::take(&mut self.spool.pending().retired);
         self.db.flush()?;
+        self.durable.sync().map_err(|e| StoreError::Durable {
+            path: self.durable.dir.clone(),
+            source: e,
+        })?;
         self.spool.remove_retired(retired);
         Ok(())
+    }
+
+    /// A new private copy of `request`, empty, for a file applied in several steps:
+    /// its steps are applied from it, and a file cut short is finished from it, so
+    /// that what the uploader does to the request meanwhile cannot change what is
+    /// applied (SPEC §2). Synced by the next [`Store::flush`], before any step that
+    /// counts on it is durable.
+    pub fn new_copy(&self, request: &Path) -> Result<fs::File> {
+        let path = self.spool.copy_path(request);
+        let created = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path);
+        let file = created.map_err(|e| StoreError::Spool {
+            path: path.clone(),
+            source: e,
+        })?;
+        self.spool.written(path, true);
+        Ok(file)
+    }
+
+    /// The private copy of `request` is no longer needed (the file was rejected, or is
+    /// taken again from its start): it goes after the next flush.
+    pub fn discard_copy(&self, request: &Path) {
+        if self.spool.copy_path(request).exists() {
+            self.spool.retire(request);
+        }
+    }
+
+    /// The requests cut short mid-way: their progress is stored.
+    pub fn interrupted(&self) -> Result<Vec<PathBuf>> {
+        self.request_paths(PROGRESS).collect()
+    }
+
+    /// The private copy of `request`, if one was made.
+    pub fn open_copy(&self, request: &Path) -> Result<Option<fs::File>> {
+        let path = self.spool.copy_path(request);
+        match fs::File::open(&path) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Spool { path, source: e }),
+        }
     }
 
     /// Files whose response is due: committed, but not yet known to be on disk.

@@ -289,12 +289,19 @@ fn after_step_crash_keeps_the_committed_step() {
 }
 
 #[test]
-fn a_file_changed_after_a_crash_starts_over() {
+fn a_file_changed_after_a_crash_is_finished_from_its_copy_then_taken_as_new() {
+    // SPEC §2: the store never keeps part of a file without it being finished. The
+    // first content is finished from the private copy taken when it was applied (no
+    // response: the request beside it is another file now), then the new content is
+    // a new request, answered as such.
     let env = Env::new();
     let big = env.write("big.json", &json!({"users": users(0..25, "Kyiv")}));
     let out = env.import(&[&big], &["--step-users", "10"], Some("after-step"));
     assert_aborted(&out);
-    let first_step_stored = env.get("u00@x.com").is_some();
+    assert!(
+        env.get("u00@x.com").is_some(),
+        "the first step was committed"
+    );
 
     // New content under the same name: another city for everyone and one user more.
     env.write("big.json", &json!({"users": users(0..26, "Lviv")}));
@@ -306,7 +313,7 @@ fn a_file_changed_after_a_crash_starts_over() {
     assert_eq!(log.len(), 26, "{log:#?}");
     for (i, line) in log.iter().enumerate() {
         let email = format!("u{i:02}@x.com");
-        let expected = if i < 10 && first_step_stored {
+        let expected = if i < 25 {
             format!("0 User {email} updated successfully")
         } else {
             added(&email)
@@ -394,9 +401,18 @@ fn a_snapshot_left_unfinished_by_a_kill_does_not_lock_the_store_out() {
     assert_eq!(env.stats()["users"], 7, "and it keeps working");
 }
 
+/// The log spool files in the store (private copies of requests are `.req`).
 fn spool_files(env: &Env) -> usize {
+    spool_entries(env, ".log")
+}
+
+fn spool_entries(env: &Env, suffix: &str) -> usize {
     fs::read_dir(env.db().join("spool"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -426,15 +442,18 @@ fn the_log_spool_lives_until_the_response_is_durable_and_no_longer() {
 }
 
 #[test]
-fn the_progress_of_a_file_cut_short_and_then_removed_is_forgotten() {
-    // A file cut short keeps its progress and spooled log for the resume; once it is
-    // removed nobody resumes it, and a big file's spool is as large as its response.
+fn a_file_cut_short_and_then_removed_is_finished_from_its_copy() {
+    // A file cut short keeps its progress, spooled log and private copy for the
+    // resume; once it is removed it is finished from the copy at the next start (no
+    // response: its request is gone), so the store never holds part of a file, and
+    // nothing of it is left in the spool.
     for command in ["import", "run"] {
         let env = Env::new();
         let a = env.write("a.json", &json!({"users": users(0..5, "Kyiv")}));
         let out = env.import(&[&a], &["--step-users", "2"], Some("after-step"));
         assert_aborted(&out);
         assert_eq!(spool_files(&env), 1, "the cut file's log is spooled");
+        assert_eq!(spool_entries(&env, ".req"), 1, "the cut file is copied");
         fs::remove_file(&a).unwrap();
 
         let b = env.write("b.json", &json!({"users": users(5..6, "Lviv")}));
@@ -448,18 +467,29 @@ fn the_progress_of_a_file_cut_short_and_then_removed_is_forgotten() {
         assert_eq!(out.status.code(), Some(0), "{command}: {out:?}");
         assert!(response_of(&b).is_some(), "{command}: b.json answered");
         assert_eq!(
-            spool_files(&env),
+            spool_entries(&env, ""),
             0,
             "{command}: the spool outlived its file"
         );
+        assert!(
+            env.get("u04@x.com").is_some(),
+            "{command}: finished from the copy"
+        );
+        assert!(
+            response_of(&a).is_none(),
+            "{command}: no response for a removed request"
+        );
 
-        // The same request dropped again starts over and is answered whole.
+        // The same request dropped again is a new request, answered whole.
         let a = env.write("a.json", &json!({"users": users(0..5, "Kyiv")}));
         let out = env.import(&[&a], &["--step-users", "2"], None);
         assert_eq!(out.status.code(), Some(0), "{command}: {out:?}");
         let log = messages(&response_of(&a).expect("a.json answered"));
         assert_eq!(log.len(), 5, "{command}: {log:#?}");
-        assert_eq!(log[4], added("u04@x.com"), "{command}");
+        assert_eq!(
+            log[4], "0 User u04@x.com is already up to date, nothing changed",
+            "{command}"
+        );
         assert_eq!(spool_files(&env), 0, "{command}");
     }
 }
