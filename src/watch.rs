@@ -10,6 +10,18 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
+/// An event that says something was opened or read, nothing more. A file closed
+/// after writing (an upload finished) is not one of them.
+fn is_only_a_read(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(
+        event.kind,
+        EventKind::Access(
+            AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+        )
+    ) && !event.need_rescan()
+}
+
 pub struct Watch {
     /// Kept alive for as long as events are wanted.
     _watcher: Option<notify::RecommendedWatcher>,
@@ -28,12 +40,17 @@ impl Watch {
             None => {
                 // Capacity 1 and try_send: a burst of events collapses into one wake-up.
                 let (tx, rx): (SyncSender<()>, Receiver<()>) = mpsc::sync_channel(1);
-                let mut watcher = notify::recommended_watcher(move |_event| {
-                    // Errors and overflow (`Rescan` flag) are answered the same way
-                    // as any event: by a full scan.
-                    let _ = tx.try_send(());
-                })
-                .map_err(|e| format!("cannot watch {}: {e}; try --poll MS", dir.display()))?;
+                let mut watcher =
+                    notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                        // Errors and overflow (`Rescan` flag) are answered the same
+                        // way as any event: by a full scan. Opening or reading a name
+                        // changes nothing in the folder, and the scan itself opens it:
+                        // answering those would make every scan start the next one.
+                        if !event.as_ref().is_ok_and(is_only_a_read) {
+                            let _ = tx.try_send(());
+                        }
+                    })
+                    .map_err(|e| format!("cannot watch {}: {e}; try --poll MS", dir.display()))?;
                 watcher
                     .watch(dir, RecursiveMode::NonRecursive)
                     .map_err(|e| format!("cannot watch {}: {e}; try --poll MS", dir.display()))?;

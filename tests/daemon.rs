@@ -447,3 +447,39 @@ fn the_daemon_refuses_a_missing_or_wrong_token_and_applies_nothing() {
         "a token was logged"
     );
 }
+
+/// CPU ticks (user + system) the process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The command name may hold spaces; the fields after it do not.
+    let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_daemon_uses_no_cpu_even_after_a_file() {
+    // SPEC §4: between events nothing runs but the periodic rescan, and the daemon's
+    // own reads of the inbox never wake it. Once, its own scan's OPEN event started
+    // the next scan: 60 % of a core on an empty inbox.
+    let (dir, inbox) = setup();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let idle = |what: &str| {
+        std::thread::sleep(Duration::from_millis(500));
+        let before = cpu_ticks(daemon.child.id());
+        std::thread::sleep(Duration::from_secs(3));
+        let used = cpu_ticks(daemon.child.id()) - before;
+        // 100 ticks a second: 30 ticks would be a tenth of a core, a wide margin
+        // over a daemon that sleeps (0 or 1 tick) and far under a busy loop.
+        assert!(used < 30, "{what}: {used} CPU ticks in 3 s while idle");
+    };
+    idle("empty inbox");
+    fs::write(inbox.join("a.json"), one_user("A")).unwrap();
+    assert!(wait_for(
+        &inbox.join("a.response.json"),
+        Duration::from_secs(10)
+    ));
+    idle("after a file");
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+}
