@@ -6,6 +6,7 @@
 
 use crate::inbox::{Folder, Look};
 use crate::model::Status;
+use crate::notify::Heartbeat;
 use crate::process::{self, Delivery, Request, Settings, Taken, Verify};
 use crate::store::{FileRecord, Store};
 use crate::watch::Watch;
@@ -52,6 +53,13 @@ impl Signals {
 
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Every committed step of a file is a beat: a long file is progress too.
+impl process::Meter for Heartbeat {
+    fn advance(&self, _done: u64, _total: u64) {
+        self.beat();
     }
 }
 
@@ -232,6 +240,8 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
     let folder = Folder::open(&options.inbox)
         .map_err(|e| format!("cannot open the inbox {}: {e}", options.inbox.display()))?;
     let mut watch = Watch::new(folder.path(), options.poll, options.rescan)?;
+    let heartbeat = Heartbeat::default();
+    heartbeat.beat();
     let mut state = Loop {
         store,
         options,
@@ -239,6 +249,7 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         // Owned, because SIGHUP may replace it (ops hook).
         settings: Settings {
             stop: Some(Arc::clone(stop)),
+            meter: Some(Arc::new(heartbeat.clone())),
             ..settings.clone()
         },
         settle: options.settle,
@@ -256,11 +267,14 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         authorization = state.settings.auth.is_on(),
         "userdrop started"
     );
-    options.hooks.started(&options.inbox, Arc::clone(stop));
+    options
+        .hooks
+        .started(&options.inbox, Arc::clone(stop), heartbeat.clone());
     let started = Instant::now();
     let mut first_pass = true;
     let mut scan = true;
     while !options.signals.stopped() {
+        heartbeat.beat();
         if !scan {
             // Short waits keep a stop signal answered quickly; files waiting to
             // settle are looked at again soon even if nothing reports a change.

@@ -3,7 +3,7 @@
 //! and reloading the config file on SIGHUP.
 
 use crate::metrics::Metrics;
-use crate::notify::Systemd;
+use crate::notify::{Heartbeat, Systemd};
 use crate::process::Settings;
 use crate::store::FileRecord;
 use std::fmt;
@@ -48,8 +48,8 @@ impl fmt::Debug for Hooks {
 
 impl Hooks {
     /// The daemon is watching its inbox.
-    pub fn started(&self, inbox: &Path, stop: Arc<AtomicBool>) {
-        self.systemd.ready(inbox, stop);
+    pub fn started(&self, inbox: &Path, stop: Arc<AtomicBool>, heartbeat: Heartbeat) {
+        self.systemd.ready(inbox, stop, heartbeat);
     }
 
     /// A file was processed.
@@ -72,6 +72,7 @@ impl Hooks {
             Ok(new) => {
                 *settings = Settings {
                     stop: settings.stop.clone(),
+                    meter: settings.meter.clone(),
                     ..new.settings
                 };
                 *settle = new.settle;

@@ -7,8 +7,40 @@
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// When the daemon last showed that it is alive: its loop beats at every turn (at most
+/// every 200 ms) and after every committed step of a file. The watchdog keep-alive
+/// tells systemd all is well only while the beat is recent, so a daemon stuck in a
+/// call gets restarted instead of reported healthy.
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    origin: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            origin: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the last beat.
+    pub fn age(&self) -> Duration {
+        let now = self.origin.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
 
 /// The service manager, if one asked to be told.
 #[derive(Clone)]
@@ -60,13 +92,13 @@ impl Systemd {
 
     /// The daemon is watching its inbox: `READY=1`, and from now on the watchdog
     /// keep-alive, if systemd asked for one.
-    pub fn ready(&self, inbox: &Path, stop: Arc<AtomicBool>) {
+    pub fn ready(&self, inbox: &Path, stop: Arc<AtomicBool>, heartbeat: Heartbeat) {
         if self.socket.is_none() {
             return;
         }
         self.send(&format!("READY=1\nSTATUS=watching {}", inbox.display(),));
         if let Some(interval) = watchdog_interval() {
-            self.keep_alive(inbox.to_path_buf(), interval, stop);
+            self.keep_alive(inbox.to_path_buf(), interval, stop, heartbeat);
         }
     }
 
@@ -74,13 +106,27 @@ impl Systemd {
     /// its inbox still answers. A hung mount then gets the service restarted. It runs
     /// on a thread of its own so that a long file (minutes for a million users) does
     /// not look like a hang: processing makes progress that the watchdog cannot see.
-    fn keep_alive(&self, inbox: std::path::PathBuf, interval: Duration, stop: Arc<AtomicBool>) {
+    fn keep_alive(
+        &self,
+        inbox: std::path::PathBuf,
+        interval: Duration,
+        stop: Arc<AtomicBool>,
+        heartbeat: Heartbeat,
+    ) {
         let me = self.clone();
         let spawned = std::thread::Builder::new()
             .name("watchdog".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if inbox.is_dir() {
+                    // `interval` is half of WatchdogSec: a beat older than that whole
+                    // time means the daemon is stuck.
+                    let stuck = heartbeat.age() > interval * 2;
+                    if stuck {
+                        tracing::error!(
+                            seconds = heartbeat.age().as_secs(),
+                            "the daemon has made no progress; the watchdog keep-alive is withheld"
+                        );
+                    } else if inbox.is_dir() {
                         me.send("WATCHDOG=1");
                     } else {
                         tracing::error!(inbox = %inbox.display(), "the inbox is gone; the watchdog keep-alive stops");
