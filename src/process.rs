@@ -250,10 +250,17 @@ pub fn take_file(
         return Ok(Taken::Ready(record));
     }
     let defer = defer_incomplete.then_some(Defer);
-    Ok(match judge(store, request, settings, Mode::Apply, defer)? {
-        Some(checked) => Taken::Ready(checked.record),
-        None => Taken::Incomplete,
-    })
+    match judge(store, request, settings, Mode::Apply, defer) {
+        Ok(Some(checked)) => Ok(Taken::Ready(checked.record)),
+        Ok(None) => Ok(Taken::Incomplete),
+        Err(e) => {
+            // Taken again from its start: the copy of the text that changed is dead.
+            if matches!(e, Error::Changed { .. }) && store.progress(&request.path)?.is_none() {
+                store.discard_copy(&request.path);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// How sure [`deliver_all`] makes that the request beside a response is the one
