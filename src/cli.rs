@@ -504,7 +504,12 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = startup(&store, &args.watch, &settings) {
+    // A stop during start-up stops a file being finished after its step in hand, too.
+    let startup_settings = Settings {
+        stop: Some(Arc::clone(&signals.stop)),
+        ..settings.clone()
+    };
+    if let Err(e) = startup(&store, &args.watch, &startup_settings) {
         return fail(&e);
     }
     if signals.stopped() {

@@ -502,8 +502,12 @@ pub fn finish_interrupted(
             name: name.to_owned(),
             path: path.clone(),
         };
-        if let Some(checked) = judge(store, &request, settings, Mode::Apply, None)? {
-            finished.push(checked.record);
+        match judge(store, &request, settings, Mode::Apply, None) {
+            Ok(Some(checked)) => finished.push(checked.record),
+            Ok(None) => {}
+            // A stop: the file resumes at the next start, like any file cut short.
+            Err(Error::Interrupted) => break,
+            Err(e) => return Err(e),
         }
     }
     let delivered = deliver_all(store, &finished, settings.lang, Verify::IdentityAndHash)?;
