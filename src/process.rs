@@ -867,6 +867,7 @@ fn judge(
                     // most the step in hand, and a resumed file redoes only that.
                     store.flush()?;
                     fault_point("after-step");
+                    pause_point("after-step");
                     if settings
                         .stop
                         .as_ref()
@@ -1113,8 +1114,13 @@ fn fault_point(name: &str) {
 
 /// For the tests: with `USERDROP_FAULT=pause-<point>` the process waits a second at
 /// that point, a window in which a test can change the file being processed.
+/// With `USERDROP_PAUSE_MARK=PATH` too, the file PATH is created when the pause
+/// begins, so that the test acts inside the window rather than after a guessed delay.
 fn pause_point(name: &str) {
     if fault().and_then(|f| f.strip_prefix("pause-")) == Some(name) {
+        if let Some(mark) = std::env::var_os("USERDROP_PAUSE_MARK") {
+            let _ = fs::write(mark, name);
+        }
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }

@@ -32,6 +32,25 @@ fn rewrite_in_place(path: &Path, bytes: &[u8]) {
     f.write_all(bytes).unwrap();
 }
 
+/// The file a paused process creates when its pause begins.
+fn pause_mark(env: &Env) -> std::path::PathBuf {
+    env.dir.path().join("paused")
+}
+
+/// Waits until the process paused (see `USERDROP_PAUSE_MARK`), at most 20 s.
+fn wait_for_pause(env: &Env) {
+    let mark = pause_mark(env);
+    let started = Instant::now();
+    while !mark.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the process never paused"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fs::remove_file(mark).unwrap();
+}
+
 fn stored(env: &Env, email: &str) -> bool {
     let out = userdrop()
         .args(["get", "--db"])
@@ -66,11 +85,12 @@ fn import_of_a_file_rewritten_in_place_applies_nothing_and_says_so() {
         .arg(env.db())
         .arg(&a)
         .env("USERDROP_FAULT", "pause-after-first-pass")
+        .env("USERDROP_PAUSE_MARK", pause_mark(&env))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_pause(&env);
     rewrite_in_place(&a, &request(&["new1@x.com", "new2@x.com"]));
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -112,6 +132,7 @@ fn the_daemon_takes_a_file_rewritten_in_place_again_and_answers_its_new_content(
         .arg("--db")
         .arg(env.db())
         .env("USERDROP_FAULT", "pause-after-first-pass")
+        .env("USERDROP_PAUSE_MARK", pause_mark(&env))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -125,7 +146,7 @@ fn the_daemon_takes_a_file_rewritten_in_place_again_and_answers_its_new_content(
     )
     .unwrap();
     fs::rename(&hidden, &a).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_pause(&env);
     rewrite_in_place(&a, &request(&["new1@x.com", "new2@x.com"]));
 
     let response = env.inbox().join("a.response.json");
@@ -150,4 +171,92 @@ fn the_daemon_takes_a_file_rewritten_in_place_again_and_answers_its_new_content(
             "{email} of the old content was applied"
         );
     }
+}
+
+/// Every user of `emails` stored, or none: never a part (SPEC §2).
+fn stored_count(env: &Env, emails: &[String]) -> usize {
+    emails.iter().filter(|e| stored(env, e)).count()
+}
+
+fn five() -> Vec<String> {
+    (0..5).map(|i| format!("old{i}@x.com")).collect()
+}
+
+#[test]
+fn import_of_a_file_rewritten_as_garbage_after_its_first_step_never_answers_error_over_part_of_it()
+{
+    // A 5-user file in steps of 2: the first step is committed, then (during the
+    // pause) the uploader rewrites the request in place as malformed JSON. Once,
+    // the old code stopped there, leaving 2 of the 5 users applied with no response,
+    // and the next run answered ERROR over them. Now the first text is finished from
+    // the private copy taken before its first step; the request there now is a new
+    // one, and its ERROR is true of it: nothing of it was applied.
+    let env = Env::new();
+    let a = env.inbox().join("a.json");
+    let emails = five();
+    let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
+    fs::write(&a, request(&refs)).unwrap();
+    let child = process()
+        .args(["import", "--step-users", "2", "--db"])
+        .arg(env.db())
+        .arg(&a)
+        .env("USERDROP_FAULT", "pause-after-step")
+        .env("USERDROP_PAUSE_MARK", pause_mark(&env))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_pause(&env);
+    rewrite_in_place(&a, b"{\"users\": [ {\"title\": \"broken");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stored_count(&env, &emails),
+        5,
+        "the first text is applied whole, never in part: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let v: Value =
+        serde_json::from_slice(&fs::read(env.inbox().join("a.response.json")).unwrap()).unwrap();
+    assert_eq!(v["status"], "ERROR", "{v}");
+    assert_eq!(v["response"]["log"], json!([]));
+}
+
+#[test]
+fn the_daemon_finishes_a_file_rewritten_after_its_first_step_and_answers_the_new_text() {
+    let env = Env::new();
+    let mut daemon = process()
+        .args(["run", "--settle", "300", "--step-users", "2", "--watch"])
+        .arg(env.inbox())
+        .arg("--db")
+        .arg(env.db())
+        .env("USERDROP_FAULT", "pause-after-step")
+        .env("USERDROP_PAUSE_MARK", pause_mark(&env))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let emails = five();
+    let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
+    let hidden = env.inbox().join(".a.json.part");
+    let a = env.inbox().join("a.json");
+    fs::write(&hidden, request(&refs)).unwrap();
+    fs::rename(&hidden, &a).unwrap();
+    wait_for_pause(&env);
+    rewrite_in_place(&a, &request(&["new1@x.com"]));
+
+    let response = env.inbox().join("a.response.json");
+    let started = Instant::now();
+    while !response.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The pauses after each committed step of the new text end too.
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&daemon, "-TERM");
+    let status = daemon.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(response.exists(), "no response within 20 s");
+    assert_eq!(messages(&response), ["User new1@x.com added successfully"]);
+    assert_eq!(stored_count(&env, &emails), 5, "the first text whole");
 }
