@@ -157,6 +157,11 @@ pub struct Processing {
         hide_env_values = true
     )]
     pub tokens: Vec<String>,
+    /// A file of tokens, one a line (blank lines and lines starting with # are
+    /// ignored), added to --token: it keeps them out of the process list. Read at
+    /// start and again on SIGHUP.
+    #[arg(long, value_name = "PATH", env = "USERDROP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Files larger than this are rejected with ERROR without being read.
     #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024, env = "USERDROP_MAX_FILE_SIZE")]
     pub max_file_size: u64,
@@ -536,9 +541,9 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         signals,
         hooks: Hooks {
             metrics: metrics.map(|m| Arc::new(Mutex::new(m))),
-            // Without a config file, SIGHUP only rescans, as it always did.
+            // Without a config file or a token file, SIGHUP only rescans.
             reload: reloader
-                .filter(|r| r.file().is_some())
+                .filter(Reloader::has_files)
                 .map(|r| reload_with(r, args.clone())),
             ..Hooks::default()
         },

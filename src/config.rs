@@ -53,8 +53,10 @@ pub struct Entry {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("config file {path}: {reason}")]
+#[error("{what} {path}: {reason}")]
 pub struct ConfigError {
+    /// Which file: "config file" or "token file".
+    pub what: &'static str,
     pub path: PathBuf,
     pub reason: String,
 }
@@ -71,6 +73,7 @@ pub struct FileConfig {
     pub rescan: Option<u64>,
     pub settle: Option<u64>,
     pub tokens: Option<Vec<String>>,
+    pub token_file: Option<PathBuf>,
     pub max_file_size: Option<u64>,
     #[serde(default, deserialize_with = "value_enum")]
     pub lang: Option<Lang>,
@@ -106,6 +109,7 @@ fn value_enum<'de, D: Deserializer<'de>, T: ValueEnum>(d: D) -> Result<Option<T>
 impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let error = |reason: String| ConfigError {
+            what: "config file",
             path: path.to_path_buf(),
             reason,
         };
@@ -169,9 +173,33 @@ impl Layer<'_> {
         self.pick("log_format", &mut c.log_format, f.log_format, name_of);
     }
 
-    fn processing(&mut self, p: &mut Processing) {
+    /// Adds `text` to the value of the entry picked last.
+    fn note(&mut self, text: &str) {
+        if let Some(entry) = self.entries.last_mut() {
+            entry.value = format!("{} ({text})", entry.value);
+        }
+    }
+
+    /// The token file, if one is given, read now (and again at each reload): its
+    /// tokens are added to the others.
+    fn token_file(&mut self, p: &mut Processing) -> Result<(), ConfigError> {
+        let from_file = self.file.token_file.clone().map(Some);
+        self.pick("token_file", &mut p.token_file, from_file, |f| {
+            f.as_deref().map(path).unwrap_or_else(|| "(none)".into())
+        });
+        let Some(file) = &p.token_file else {
+            return Ok(());
+        };
+        let tokens = read_token_file(file)?;
+        self.note(&masked(&tokens));
+        p.tokens.extend(tokens);
+        Ok(())
+    }
+
+    fn processing(&mut self, p: &mut Processing) -> Result<(), ConfigError> {
         let f = self.file;
         self.pick("tokens", &mut p.tokens, f.tokens.clone(), |t| masked(t));
+        self.token_file(p)?;
         self.pick(
             "max_file_size",
             &mut p.max_file_size,
@@ -192,9 +220,10 @@ impl Layer<'_> {
             |p| p.as_deref().map(path).unwrap_or_else(|| "(none)".into()),
         );
         self.common(&mut p.common);
+        Ok(())
     }
 
-    fn run(&mut self, r: &mut RunArgs) {
+    fn run(&mut self, r: &mut RunArgs) -> Result<(), ConfigError> {
         let f = self.file;
         self.pick("watch", &mut r.watch, f.watch.clone(), |p| path(p));
         self.pick("poll", &mut r.poll, f.poll.map(Some), |p| match p {
@@ -203,8 +232,49 @@ impl Layer<'_> {
         });
         self.pick("rescan", &mut r.rescan, f.rescan, u64::to_string);
         self.pick("settle", &mut r.settle, f.settle, u64::to_string);
-        self.processing(&mut r.processing);
+        self.processing(&mut r.processing)
     }
+}
+
+/// The largest token file read: it holds a few lines, and a path such as /dev/zero
+/// given by mistake must fail rather than fill the memory.
+const TOKEN_FILE_MAX: u64 = 1024 * 1024;
+
+/// The tokens of a token file. A file that cannot be read, or holds no token, is an
+/// error: it was given to turn authorization on, and must not silently leave it off.
+/// The reasons never quote the file's text.
+pub fn read_token_file(file: &Path) -> Result<Vec<String>, ConfigError> {
+    use std::io::Read;
+    let error = |reason: String| ConfigError {
+        what: "token file",
+        path: file.to_path_buf(),
+        reason,
+    };
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(TOKEN_FILE_MAX + 1).read_to_string(&mut text))
+        .map_err(|e| error(format!("cannot be read: {e}")))?;
+    if text.len() as u64 > TOKEN_FILE_MAX {
+        return Err(error(format!(
+            "is larger than {TOKEN_FILE_MAX} bytes; it holds one token a line"
+        )));
+    }
+    let tokens = parse_tokens(&text);
+    if tokens.is_empty() {
+        return Err(error(
+            "holds no token (one a line; blank lines and lines starting with # are ignored)".into(),
+        ));
+    }
+    Ok(tokens)
+}
+
+/// One token a line, trimmed; blank lines and `#` comments skipped.
+fn parse_tokens(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn path(p: &Path) -> String {
@@ -271,7 +341,7 @@ pub fn resolve_processing(
         file: &file,
         entries: Vec::new(),
     };
-    layer.processing(p);
+    layer.processing(p)?;
     Ok(effective(&p.common, layer.entries))
 }
 
@@ -282,7 +352,7 @@ pub fn resolve_run(r: &mut RunArgs, matches: &ArgMatches) -> Result<Effective, C
         file: &file,
         entries: Vec::new(),
     };
-    layer.run(r);
+    layer.run(r)?;
     Ok(effective(&r.processing.common, layer.entries))
 }
 
@@ -315,6 +385,12 @@ impl Reloader {
 
     pub fn file(&self) -> Option<&Path> {
         self.base.processing.common.config.as_deref()
+    }
+
+    /// Whether a reload has anything to read again: the config file, or a token file
+    /// named by a flag or variable.
+    pub fn has_files(&self) -> bool {
+        self.file().is_some() || self.base.processing.token_file.is_some()
     }
 
     /// Reads the config file again; returns the new arguments and the keys whose new
@@ -406,5 +482,28 @@ mod tests {
         let two = ["s3cret".to_owned(), "other".to_owned()];
         assert_eq!(masked(&two), "2 tokens: ****");
         assert!(masked(&[]).starts_with("none"));
+    }
+
+    #[test]
+    fn a_token_file_holds_one_token_a_line() {
+        let text = "# rotated 2026-05\n  first  \r\n\n\t# old one below\nsecond\n   \n";
+        assert_eq!(parse_tokens(text), ["first", "second"]);
+    }
+
+    #[test]
+    fn a_token_file_that_cannot_serve_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let missing = dir.path().join("missing");
+        let e = read_token_file(&missing).unwrap_err().to_string();
+        assert!(e.starts_with("token file "), "{e}");
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "# only a comment\n\n").expect("written");
+        let e = read_token_file(&empty).unwrap_err().to_string();
+        assert!(e.contains("holds no token"), "{e}");
+        let e = read_token_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 }

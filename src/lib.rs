@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod export;
 pub mod hooks;
 pub mod inbox;
+pub mod logs;
 pub mod messages;
 pub mod metrics;
 pub mod model;

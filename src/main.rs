@@ -43,13 +43,16 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&common.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi);
     match common.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
+        // A value holding a newline would otherwise start a line of its own.
+        LogFormat::Text => logs
+            .with_writer(move || userdrop::logs::stderr(ansi))
+            .init(),
+        LogFormat::Json => logs.json().with_writer(std::io::stderr).init(),
     }
     match &args.command {
         None => cli::run(&args.run, reloader, signals.unwrap_or_else(Signals::none)),

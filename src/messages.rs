@@ -211,6 +211,10 @@ pub enum Message {
         email: String,
         first: u64,
     },
+    /// The problems of one user past the number a response lists, counted.
+    MoreProblems {
+        more: u64,
+    },
     Unhandled {
         detail: String,
     },
@@ -509,6 +513,9 @@ impl Message {
             Message::Duplicate { email, first } => format!(
                 "The email {email} is given more than once in this file; it was first given by user {first}"
             ),
+            Message::MoreProblems { more } => {
+                format!("Further problems with this user, not listed: {more}")
+            }
             Message::Unhandled { detail } => format!("Unhandled error: {detail}"),
             Message::CorruptRecord { key, reason } => {
                 format!("Unhandled error: the stored record {key} cannot be read: {reason}")
@@ -586,6 +593,9 @@ impl Message {
             Message::Duplicate { email, first } => format!(
                 "Email {email} вказано в цьому файлі більше одного разу; уперше — у користувача {first}"
             ),
+            Message::MoreProblems { more } => {
+                format!("Інші помилки цього користувача, не перелічені тут: {more}")
+            }
             Message::Unhandled { detail } => format!("Необроблена помилка: {detail}"),
             Message::CorruptRecord { key, reason } => format!(
                 "Необроблена помилка: не вдалося прочитати збережений запис {key}: {reason}"
@@ -666,6 +676,9 @@ impl Message {
             Message::Duplicate { email, first } => format!(
                 "Email {email} указан в этом файле более одного раза; впервые — у пользователя {first}"
             ),
+            Message::MoreProblems { more } => {
+                format!("Другие ошибки этого пользователя, не перечисленные здесь: {more}")
+            }
             Message::Unhandled { detail } => format!("Необработанная ошибка: {detail}"),
             Message::CorruptRecord { key, reason } => format!(
                 "Необработанная ошибка: не удалось прочитать сохраненную запись {key}: {reason}"
@@ -783,9 +796,10 @@ mod tests {
             Message::Unreadable { .. } => 21,
             Message::TokenMissing => 22,
             Message::TokenRejected => 23,
+            Message::MoreProblems { .. } => 24,
         }
     }
-    const VARIANTS: usize = 24;
+    const VARIANTS: usize = 25;
 
     /// One message of each variant (every rule and every pair of kinds), each with the
     /// input-derived pieces its text must carry unchanged in every language.
@@ -841,6 +855,7 @@ mod tests {
                 },
                 vec!["ivan@mail.net", "17"],
             ),
+            (Message::MoreProblems { more: 99_900 }, vec!["99900"]),
             (
                 Message::Unhandled {
                     detail: s("disk on fire"),

@@ -9,7 +9,7 @@ use crate::model::{
 use crate::request::{self, Element, Value};
 use chrono::NaiveDate;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// The verdict on one user.
@@ -19,7 +19,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 #[derive(Debug)]
 pub enum Verdict {
     Valid(UserPatch),
-    /// Every problem found, in the order of the fields; never empty.
+    /// Every problem found, in the order of the fields, up to [`PROBLEMS_LISTED`] and a
+    /// count of the rest; never empty.
     Rejected(Vec<Message>),
 }
 
@@ -206,7 +207,24 @@ fn user_fields(
         }
     }
     problems.splice(0..0, mandatory);
+    cap(problems);
     draft
+}
+
+/// How many problems of one user's fields a response lists. A user object can hold
+/// as many keys as the file size allows, and listing 100 000 unknown keys would make
+/// the response (and the stored log) a size bomb of its own; past this many, one
+/// last message says how many more there were.
+pub(crate) const PROBLEMS_LISTED: usize = 100;
+
+/// Keeps the first [`PROBLEMS_LISTED`] problems (the mandatory ones come first, so
+/// they are always kept) and counts the rest in one message.
+fn cap(problems: &mut Vec<Message>) {
+    if problems.len() > PROBLEMS_LISTED {
+        let more = (problems.len() - PROBLEMS_LISTED) as u64;
+        problems.truncate(PROBLEMS_LISTED);
+        problems.push(Message::MoreProblems { more });
+    }
 }
 
 /// Whether `name` was given as a string that is empty after trimming.
@@ -216,19 +234,51 @@ fn is_blank(fields: &[(std::borrow::Cow<'_, str>, &RawValue)], name: &str) -> bo
     })
 }
 
+/// Reports every key given again after its first occurrence, in order.
 fn check_repeats<'k>(
-    keys: impl Iterator<Item = &'k str>,
+    keys: impl ExactSizeIterator<Item = &'k str>,
     prefix: &str,
     problems: &mut Vec<Message>,
 ) {
-    let mut seen: Vec<&str> = Vec::new();
+    // A set rather than a scan of the keys seen so far: that scan made an object of
+    // N keys cost N²/2 comparisons (100 000 keys took a minute). A user has a few
+    // dozen keys at most, and the set is then only a cost, so small objects keep the
+    // scan.
+    const SCAN_LIMIT: usize = 32;
+    let mut seen = Seen::for_keys(keys.len(), SCAN_LIMIT);
     for key in keys {
-        if seen.contains(&key) {
+        if !seen.insert(key) {
             problems.push(Message::RepeatedField {
                 field: format!("{prefix}{key}"),
             });
+        }
+    }
+}
+
+/// The keys of one object seen so far.
+enum Seen<'k> {
+    Few(Vec<&'k str>),
+    Many(HashSet<&'k str>),
+}
+
+impl<'k> Seen<'k> {
+    fn for_keys(keys: usize, scan_limit: usize) -> Seen<'k> {
+        if keys <= scan_limit {
+            Seen::Few(Vec::with_capacity(keys))
         } else {
-            seen.push(key);
+            Seen::Many(HashSet::with_capacity(keys))
+        }
+    }
+
+    /// Whether `key` is new; remembers it.
+    fn insert(&mut self, key: &'k str) -> bool {
+        match self {
+            Seen::Few(seen) if seen.contains(&key) => false,
+            Seen::Few(seen) => {
+                seen.push(key);
+                true
+            }
+            Seen::Many(seen) => seen.insert(key),
         }
     }
 }
@@ -592,6 +642,124 @@ mod tests {
             [Message::Missing {
                 field: "title".into()
             }]
+        );
+    }
+
+    /// A user object of `keys` (a JSON fragment of its own keys) after `head`.
+    fn user_with(head: &str, keys: impl Iterator<Item = String>) -> String {
+        let mut json = format!("{{{head}");
+        for key in keys {
+            json.push_str(&key);
+        }
+        json.push('}');
+        json
+    }
+
+    #[test]
+    fn a_hundred_thousand_unknown_keys_are_judged_in_linear_time() {
+        let json = user_with(
+            r#""title":"t","email":"a@b.co""#,
+            (0..100_000).map(|i| format!(r#","k{i}":1"#)),
+        );
+        let raw = raw(&json);
+        let start = std::time::Instant::now();
+        let verdict = Validator::new().user(0, request::element(&raw));
+        let took = start.elapsed();
+        // Quadratic, this took about a minute in a debug build; linear, milliseconds.
+        assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+        let Verdict::Rejected(p) = verdict else {
+            panic!("accepted")
+        };
+        assert_eq!(p.len(), PROBLEMS_LISTED + 1);
+        for (i, m) in p[..PROBLEMS_LISTED].iter().enumerate() {
+            assert_eq!(
+                *m,
+                Message::UnknownField {
+                    field: format!("k{i}")
+                }
+            );
+        }
+        assert_eq!(p[PROBLEMS_LISTED], Message::MoreProblems { more: 99_900 });
+        assert_eq!(p[PROBLEMS_LISTED].code(), crate::messages::Code::Invalid);
+    }
+
+    #[test]
+    fn a_key_repeated_a_hundred_thousand_times_is_judged_in_linear_time() {
+        let json = user_with(
+            r#""title":"t","email":"a@b.co""#,
+            (0..100_000).map(|_| r#","note":"x""#.to_owned()),
+        );
+        let raw = raw(&json);
+        let start = std::time::Instant::now();
+        let p = match Validator::new().user(0, request::element(&raw)) {
+            Verdict::Rejected(p) => p,
+            Verdict::Valid(_) => panic!("accepted"),
+        };
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+        let repeated = Message::RepeatedField {
+            field: "note".into(),
+        };
+        assert!(p[..PROBLEMS_LISTED].iter().all(|m| *m == repeated), "{p:?}");
+        assert_eq!(p[PROBLEMS_LISTED], Message::MoreProblems { more: 99_899 });
+    }
+
+    #[test]
+    fn repeats_are_found_in_small_and_large_objects_alike() {
+        for extra in [3, 40] {
+            let json = user_with(
+                r#""title":"t","email":"a@b.co","phone":null"#,
+                (0..extra)
+                    .map(|i| format!(r#","k{i}":1"#))
+                    .chain([r#","phone":null"#.to_owned()]),
+            );
+            let p = problems(&json);
+            assert_eq!(p.len(), extra + 1, "{p:?}");
+            assert_eq!(
+                p[0],
+                Message::RepeatedField {
+                    field: "phone".into()
+                },
+                "{extra} keys"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cap_keeps_mandatory_problems_first_and_the_duplicate_last() {
+        let exactly = user_with(
+            r#""title":"t","email":"a@b.co""#,
+            (0..PROBLEMS_LISTED).map(|i| format!(r#","k{i}":1"#)),
+        );
+        assert_eq!(problems(&exactly).len(), PROBLEMS_LISTED, "not capped");
+
+        let mut v = Validator::new();
+        let first = raw(r#"{"title":"t","email":"a@b.co"}"#);
+        assert!(matches!(
+            v.user(0, request::element(&first)),
+            Verdict::Valid(_)
+        ));
+        let many = raw(&user_with(
+            r#""title":null,"email":"a@b.co""#,
+            (0..500).map(|i| format!(r#","k{i}":1"#)),
+        ));
+        let Verdict::Rejected(p) = v.user(1, request::element(&many)) else {
+            panic!("accepted")
+        };
+        assert_eq!(p.len(), PROBLEMS_LISTED + 2, "{p:?}");
+        assert_eq!(
+            p[0],
+            Message::NullMandatory {
+                field: "title".into()
+            }
+        );
+        assert_eq!(p[PROBLEMS_LISTED], Message::MoreProblems { more: 401 });
+        assert_eq!(
+            p[PROBLEMS_LISTED + 1],
+            Message::Duplicate {
+                email: "a@b.co".into(),
+                first: 0
+            }
         );
     }
 }

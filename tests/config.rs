@@ -19,6 +19,7 @@ const VARIABLES: &[&str] = &[
     "USERDROP_RESCAN",
     "USERDROP_SETTLE",
     "USERDROP_TOKENS",
+    "USERDROP_TOKEN_FILE",
     "USERDROP_MAX_FILE_SIZE",
     "USERDROP_LANG",
     "USERDROP_STEP_USERS",
@@ -322,4 +323,155 @@ fn sighup_reloads_tokens_from_the_file() {
 
     signal(&child, "-TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+impl Env {
+    fn token_file(&self, text: &str) -> PathBuf {
+        let path = self.dir.path().join("tokens");
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+#[test]
+fn a_token_file_adds_its_tokens_and_is_counted_never_shown() {
+    let env = Env::new();
+    let tokens = env.token_file("# rotation\n  file-secret-1\n\nfile-secret-2\n");
+    let tokens = tokens.to_str().unwrap();
+    let with = env.request("with.json", &one_user(Some("file-secret-2")));
+    let flagged = env.request("flagged.json", &one_user(Some("flag-secret")));
+    let without = env.request("without.json", &one_user(None));
+
+    let args = ["--token-file", tokens, "--token", "flag-secret"];
+    let (code, r) = import(&env, &with, &args, &[]);
+    assert_eq!((code, r["status"].as_str()), (0, Some("OK")), "{r}");
+    let (code, r) = import(&env, &flagged, &args, &[]);
+    assert_eq!((code, r["status"].as_str()), (0, Some("OK")), "{r}");
+    let (_, r) = import(&env, &without, &args, &[]);
+    assert_eq!(r["status"], "ERROR");
+
+    // The variable and the config key name it too.
+    let vars = [("USERDROP_TOKEN_FILE", tokens)];
+    let (_, r) = import(&env, &with, &[], &vars);
+    assert_eq!(r["status"], "OK");
+    let config = env.config_file(&format!("token_file = {tokens:?}\n"));
+    let config = config.to_str().unwrap();
+    let (_, r) = import(&env, &without, &["--config", config], &[]);
+    assert_eq!(r["status"], "ERROR");
+
+    let v = effective(&["--config", config, "--token", "flag-secret"], &[]);
+    assert_eq!(
+        setting(&v, "token_file"),
+        pair(&format!("{tokens} (2 tokens: ****)"), "file")
+    );
+    assert_eq!(setting(&v, "tokens"), pair("1 token: ****", "flag"));
+    assert!(!v.to_string().contains("secret-"), "{v}");
+    assert_eq!(
+        setting(&effective(&[], &[]), "token_file"),
+        pair("(none)", "default")
+    );
+}
+
+#[test]
+fn a_token_file_that_cannot_be_read_or_is_empty_is_a_usage_error_naming_it() {
+    let env = Env::new();
+    let request = env.request("r.json", &one_user(None));
+    let missing = env.dir.path().join("no-such-tokens");
+    let empty = env.token_file("# none yet\n\n");
+    for file in [&missing, &empty] {
+        for command in [&["import"][..], &["run", "--once"], &["config"]] {
+            let out = clean()
+                .current_dir(env.dir.path())
+                .args(command)
+                .arg("--token-file")
+                .arg(file)
+                .arg("--db")
+                .arg(env.db())
+                .args(if command[0] == "import" {
+                    vec![request.as_os_str()]
+                } else {
+                    vec![]
+                })
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("token file {}", file.display())),
+                "{stderr}"
+            );
+        }
+    }
+    assert!(!env.db().exists(), "nothing was opened");
+}
+
+/// The command line of a running process, as `ps` shows it to every local user.
+fn cmdline(pid: u32) -> String {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    String::from_utf8_lossy(&raw).replace('\0', " ")
+}
+
+#[test]
+fn a_daemon_takes_tokens_from_the_file_out_of_ps_and_rereads_it_on_sighup() {
+    let env = Env::new();
+    let tokens = env.token_file("first-secret\n");
+    let log = env.dir.path().join("daemon.log");
+    let mut cmd = process();
+    for v in VARIABLES {
+        cmd.env_remove(v);
+    }
+    let mut child = cmd
+        .args(["run", "--settle", "300", "--watch"])
+        .arg(env.inbox())
+        .arg("--db")
+        .arg(env.db())
+        .arg("--token-file")
+        .arg(&tokens)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let respond = |name: &str, token: Option<&str>| -> Value {
+        env.request(name, &one_user(token));
+        let response = env.inbox().join(name.replace(".json", ".response.json"));
+        let started = Instant::now();
+        while !response.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no {response:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serde_json::from_slice(&fs::read(&response).unwrap()).unwrap()
+    };
+    assert_eq!(respond("a.json", Some("first-secret"))["status"], "OK");
+    let refused = respond("b.json", None);
+    assert_eq!(refused["status"], "ERROR");
+    assert!(
+        refused["response"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Authorization failed")
+    );
+    let argv = cmdline(child.id());
+    assert!(argv.contains("--token-file"), "{argv}");
+    assert!(!argv.contains("secret"), "{argv}");
+
+    // SIGHUP reads the file again: the new token in, the old one out.
+    env.token_file("second-secret\n");
+    signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(respond("c.json", Some("second-secret"))["status"], "OK");
+    assert_eq!(respond("d.json", Some("first-secret"))["status"], "ERROR");
+    // A file gone at a reload keeps the tokens in effect.
+    fs::remove_file(&tokens).unwrap();
+    signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(respond("e.json", Some("second-secret"))["status"], "OK");
+
+    signal(&child, "-TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("token file"), "{logged}");
+    assert!(!logged.contains("secret"), "{logged}");
 }
