@@ -28,19 +28,42 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// Installs the handlers; the first thing `main` does, before it knows which
+    /// command runs: a SIGTERM even while the arguments are parsed is a clean stop.
     pub fn install() -> std::io::Result<Signals> {
         let signals = Signals {
             stop: Arc::new(AtomicBool::new(false)),
             hangup: Arc::new(AtomicBool::new(false)),
         };
-        for (signal, flag) in [
-            (signal_hook::consts::SIGINT, &signals.stop),
-            (signal_hook::consts::SIGTERM, &signals.stop),
-            (signal_hook::consts::SIGHUP, &signals.hangup),
-        ] {
+        for (signal, flag) in Self::HANDLED {
+            let flag = if flag { &signals.stop } else { &signals.hangup };
             signal_hook::flag::register(signal, Arc::clone(flag))?;
         }
         Ok(signals)
+    }
+
+    /// The signals handled, and whether each means "stop" (else "rescan").
+    const HANDLED: [(i32, bool); 3] = [
+        (signal_hook::consts::SIGINT, true),
+        (signal_hook::consts::SIGTERM, true),
+        (signal_hook::consts::SIGHUP, false),
+    ];
+
+    /// For the commands that are not the daemon: the signals do what they always do
+    /// (Ctrl-C ends `export`). A stop that came while the arguments were parsed ends
+    /// the process now, as it would have.
+    pub fn release(self) {
+        for (signal, _) in Self::HANDLED {
+            // SAFETY: setting a signal's disposition back to the default touches no
+            // memory of ours; signal-hook's handler, which it replaces, is only
+            // reached through the kernel.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        if self.stopped() {
+            std::process::exit(128 + libc::SIGTERM);
+        }
     }
 
     /// Flags no handler sets.

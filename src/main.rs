@@ -13,6 +13,16 @@ use userdrop::daemon::Signals;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // The daemon's signal handlers come before anything else it does, so that a
+    // SIGTERM in its first milliseconds is a clean stop (SPEC §6); the other commands
+    // give them back once the arguments say which command runs.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("userdrop: error: cannot install the signal handlers: {e}");
+            return ExitCode::from(cli::EXIT_FAILURE);
+        }
+    };
     // The store's folder and files are the owner's alone, whatever the caller's umask
     // (SPEC §6); the files meant for others (responses, metrics) set their own modes.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -20,17 +30,12 @@ fn main() -> ExitCode {
     // took from their defaults (see `config`).
     let matches = Cli::command().get_matches();
     let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    // The daemon's signal handlers come before anything else it does, so that a
-    // SIGTERM in its first milliseconds is a clean stop (SPEC §6).
     let signals = match &args.command {
-        None | Some(Command::Run(_)) => match Signals::install() {
-            Ok(signals) => Some(signals),
-            Err(e) => {
-                eprintln!("userdrop: error: cannot install the signal handlers: {e}");
-                return ExitCode::from(cli::EXIT_FAILURE);
-            }
-        },
-        _ => None,
+        None | Some(Command::Run(_)) => Some(signals),
+        _ => {
+            signals.release();
+            None
+        }
     };
     let (effective, reloader) = match cli::configure(&mut args, &matches) {
         Ok(configured) => configured,
