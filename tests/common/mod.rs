@@ -11,7 +11,13 @@ use std::path::PathBuf;
 use tempfile::TempDir;
 
 /// The variables that change the binary's behaviour; no test inherits them.
-const CLEARED: [&str; 3] = ["USERDROP_TOKENS", "USERDROP_FAULT", "RUST_LOG"];
+const CLEARED: [&str; 5] = [
+    "USERDROP_TOKENS",
+    "USERDROP_TOKEN_FILE",
+    "USERDROP_FAULT",
+    "USERDROP_PAUSE_MARK",
+    "RUST_LOG",
+];
 
 /// The built binary, with none of the variables that change its behaviour inherited.
 pub fn userdrop() -> Command {
