@@ -200,14 +200,32 @@ impl Folder {
     }
 
     /// Opens the request at `name`; `Ok(None)` when what is there is not a regular
-    /// file (a link, FIFO, device or folder: ignored, never read).
+    /// file (a link, FIFO, device or folder: ignored, never read, never opened).
+    ///
+    /// The name is first opened `O_PATH | O_NOFOLLOW`, which reaches the inode without
+    /// opening it (no driver's open runs for a device, no FIFO blocks) and holds on to
+    /// it: `fstat` of that descriptor judges it, and only a regular file is then opened
+    /// for reading, through the descriptor (`/proc/self/fd`), so a name swapped in
+    /// between cannot be what is read.
     pub fn open_request(&self, name: &OsStr) -> io::Result<Option<Opened>> {
-        let flags =
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        let fd = match rfs::openat(&self.fd, name, flags, Mode::empty()) {
+        let path_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let held = rfs::openat(&self.fd, name, path_flags, Mode::empty()).map_err(io_error)?;
+        if look_of(&rfs::fstat(&held).map_err(io_error)?).kind != Kind::File {
+            return Ok(None);
+        }
+        let read_flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let reopened = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&held));
+        let fd = match rfs::open(reopened.as_str(), read_flags, Mode::empty()) {
             Ok(fd) => fd,
-            // O_NOFOLLOW on a symbolic link.
-            Err(rustix::io::Errno::LOOP) => return Ok(None),
+            // No /proc: the name is opened again, without following a link and
+            // without blocking, and what was opened is judged again below.
+            Err(rustix::io::Errno::NOENT) if !Path::new("/proc/self/fd").exists() => {
+                match rfs::openat(&self.fd, name, read_flags | OFlags::NOFOLLOW, Mode::empty()) {
+                    Ok(fd) => fd,
+                    Err(rustix::io::Errno::LOOP) => return Ok(None),
+                    Err(e) => return Err(io_error(e)),
+                }
+            }
             Err(e) => return Err(io_error(e)),
         };
         let look = look_of(&rfs::fstat(&fd).map_err(io_error)?);

@@ -769,6 +769,36 @@ fn a_fifo_swapped_over_a_request_never_blocks_the_daemon() {
     assert_starts(&restart, "the restart");
 }
 
+#[test]
+fn a_device_swapped_over_a_request_is_never_opened() {
+    // A character device with an unassigned major number: opening it fails with
+    // ENXIO ("No such device or address"), so any open shows in the daemon's log. A
+    // device is judged through an `O_PATH` descriptor, which runs no driver's open.
+    let env = Env::new();
+    let devices: Vec<PathBuf> = (0..100)
+        .map(|i| env.inbox().join(format!(".dev{i:03}")))
+        .collect();
+    for device in &devices {
+        let made = Command::new("mknod")
+            .arg(device)
+            .args(["c", "240", "0"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            eprintln!("skipped: mknod needs root");
+            return;
+        }
+    }
+    let mut daemon = swap_race(&env, 0x5eed_0003, &devices);
+    let log = daemon.stop();
+    assert!(
+        !log.contains("No such device"),
+        "a device was opened:\n{}",
+        tail(&log)
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // 4. Poisoned start-up
 // ---------------------------------------------------------------------------------
