@@ -269,8 +269,9 @@ pub fn take_file(
 pub enum Verify {
     /// Its identity (device, inode, size, modification time): enough within one run.
     Identity,
-    /// Its identity and its content's hash: after a crash, when the time since is
-    /// unknown.
+    /// Its size and its content's hash: after a crash, when the time since is unknown
+    /// and the device may have been renumbered. The same content uploaded again under
+    /// the same name gets the response of the first upload, which describes it.
     IdentityAndHash,
 }
 
@@ -433,11 +434,14 @@ fn belongs(folder: &Folder, name: &OsStr, record: &FileRecord, verify: Verify) -
     let Some(identity) = record.identity else {
         return Ok(true);
     };
-    if look.identity != identity {
-        return Ok(false);
-    }
-    if verify == Verify::Identity || record.hash.is_empty() {
-        return Ok(true);
+    match verify {
+        Verify::Identity => return Ok(look.identity == identity),
+        // After a crash the device and inode numbers may have been renumbered (a
+        // reboot, a FUSE remount) and the modification time moved (a FUSE file
+        // system's write-back): the size and the content decide.
+        Verify::IdentityAndHash if look.identity.size != identity.size => return Ok(false),
+        Verify::IdentityAndHash if record.hash.is_empty() => return Ok(true),
+        Verify::IdentityAndHash => {}
     }
     let Some(opened) = folder.open_request(name)? else {
         return Ok(false);
