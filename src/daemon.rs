@@ -365,21 +365,17 @@ impl Loop<'_> {
             }
             self.take(name, &mut group)?;
             if group.full() {
-                self.all_ok &= group.deliver(
-                    self.store,
-                    &self.settings,
-                    &self.options.hooks,
-                    &mut self.failing,
-                )?;
+                self.deliver(&mut group)?;
             }
         }
-        self.all_ok &= group.deliver(
-            self.store,
-            &self.settings,
-            &self.options.hooks,
-            &mut self.failing,
-        )?;
+        self.deliver(&mut group)?;
         Ok(self.readiness.waiting_for_any())
+    }
+
+    fn deliver(&mut self, group: &mut Group) -> Result<(), String> {
+        let hooks = &self.options.hooks;
+        self.all_ok &= group.deliver(self.store, &self.settings, hooks, &mut self.failing)?;
+        Ok(())
     }
 
     /// Takes one waiting file, if it is ready, into `group`.
@@ -432,12 +428,7 @@ impl Loop<'_> {
                 tracing::info!(file = %request.path.display(), "stopped mid-file; it resumes at the next start");
             }
             Err(e) => {
-                group.deliver(
-                    self.store,
-                    &self.settings,
-                    &self.options.hooks,
-                    &mut self.failing,
-                )?;
+                self.deliver(group)?;
                 return Err(e.to_string());
             }
         }
