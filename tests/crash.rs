@@ -13,7 +13,8 @@
 mod common;
 
 use common::process;
-use serde_json::{Map, Value, json};
+use common::requests::{Model, Rng, big_file, normalise, seed_from_env, small_file};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,234 +31,12 @@ const POOL: u64 = 40;
 /// Longest time the daemon runs before it is killed.
 const MAX_SLEEP_MS: u64 = 400;
 
-// ---------------------------------------------------------------------------------
-// Randomness
-
-/// xorshift64: enough for test data, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // xorshift stays at 0 forever; any other state is fine.
-        Rng((seed ^ 0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
 fn seed() -> u64 {
-    let default = 0x5EED_0C0F_FEE0_2024;
-    match std::env::var("USERDROP_CRASH_SEED") {
-        Ok(text) => {
-            let text = text.trim();
-            let parsed = match text.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16),
-                None => text.parse(),
-            };
-            parsed.unwrap_or_else(|_| panic!("USERDROP_CRASH_SEED={text:?} is not a u64"))
-        }
-        Err(_) => default,
-    }
+    seed_from_env("USERDROP_CRASH_SEED").unwrap_or(0x5EED_0C0F_FEE0_2024)
 }
 
 // ---------------------------------------------------------------------------------
-// Request files
-
-const TITLES: &[&str] = &[
-    "Ivanov Ivan",
-    "Olena Petrenko",
-    "  Taras Shevchenko  ",
-    "Maria Kovalenko",
-    "John Smith",
-];
-const CITIES: &[&str] = &["Kyiv", "Lviv", "  Odesa ", "Kharkiv", "   ", "Dnipro"];
-const COUNTRIES: &[&str] = &["Ukraine", "Poland", "Germany"];
-const PHONES: &[&str] = &[
-    "+380631234567",
-    "+380 63 123-45-67",
-    "+1 (555) 010.9999",
-    "+44 20 7946 0958",
-];
-const CURRENCIES: &[&str] = &["uah", "USD", "eur"];
-const DATES: &[&str] = &["2019-01-01", "2024-02-29", "2030-12-31"];
-
-/// An email of the shared pool, spelt with random case and padding.
-fn pool_email(rng: &mut Rng, index: u64) -> String {
-    let local = if rng.chance(30) {
-        format!("User{index}")
-    } else {
-        format!("user{index}")
-    };
-    let domain = if rng.chance(20) {
-        "Example.COM"
-    } else {
-        "example.com"
-    };
-    let pad = if rng.chance(15) { "  " } else { "" };
-    format!("{pad}{local}@{domain}{pad}")
-}
-
-/// Absent (about half the time), a value, or sometimes `null`.
-fn maybe(
-    rng: &mut Rng,
-    user: &mut Map<String, Value>,
-    key: &str,
-    value: impl FnOnce(&mut Rng) -> Value,
-) {
-    match rng.below(10) {
-        0..=4 => {}
-        5 => {
-            user.insert(key.into(), Value::Null);
-        }
-        _ => {
-            let value = value(rng);
-            user.insert(key.into(), value);
-        }
-    }
-}
-
-fn balance(rng: &mut Rng) -> Value {
-    let cents = rng.below(2_000_000) as i64 - 500_000;
-    if rng.chance(50) {
-        json!(cents / 100)
-    } else {
-        json!(cents as f64 / 100.0)
-    }
-}
-
-fn card(rng: &mut Rng) -> Value {
-    let mut card = Map::new();
-    while card.is_empty() {
-        maybe(rng, &mut card, "discount", |r| json!(r.below(101)));
-        maybe(rng, &mut card, "active", |r| json!(r.chance(50)));
-        maybe(rng, &mut card, "date_limit", |r| json!(r.pick(DATES)));
-        maybe(rng, &mut card, "status", |r| json!(1 + r.below(3)));
-    }
-    Value::Object(card)
-}
-
-/// A valid user with a random selection of optional fields.
-fn valid_user(rng: &mut Rng, email: String, title: String) -> Value {
-    let mut user = Map::new();
-    user.insert("title".into(), json!(title));
-    user.insert("email".into(), json!(email));
-    maybe(rng, &mut user, "city", |r| json!(r.pick(CITIES)));
-    maybe(rng, &mut user, "country", |r| json!(r.pick(COUNTRIES)));
-    maybe(rng, &mut user, "phone", |r| json!(r.pick(PHONES)));
-    maybe(rng, &mut user, "balance", balance);
-    maybe(rng, &mut user, "balance_currency", |r| {
-        json!(r.pick(CURRENCIES))
-    });
-    maybe(rng, &mut user, "newsletter_subscription", |r| {
-        json!(r.chance(50))
-    });
-    maybe(rng, &mut user, "customer_group_id", |r| {
-        json!(1 + r.below(9))
-    });
-    if rng.chance(30) {
-        let value = if rng.chance(15) {
-            Value::Null
-        } else {
-            card(rng)
-        };
-        user.insert("discount_card".into(), value);
-    }
-    Value::Object(user)
-}
-
-/// A user that must be rejected (code 1 or 2), in one of several ways.
-fn invalid_user(rng: &mut Rng, email: String) -> Value {
-    let mut user = match valid_user(rng, email, "Broken User".into()) {
-        Value::Object(map) => map,
-        _ => unreachable!(),
-    };
-    match rng.below(7) {
-        0 => {
-            user.remove("title");
-        }
-        1 => {
-            user.insert("email".into(), json!("user@nodot"));
-        }
-        2 => {
-            user.insert("balance".into(), json!("3"));
-        }
-        3 => {
-            user.insert("nickname".into(), json!("nick"));
-        }
-        4 => {
-            user.insert("title".into(), Value::Null);
-        }
-        5 => {
-            user.insert("phone".into(), json!("12"));
-        }
-        _ => {
-            user.insert("discount_card".into(), json!({"discount": 150}));
-        }
-    }
-    Value::Object(user)
-}
-
-fn small_file(rng: &mut Rng, tag: &str) -> Value {
-    let count = 15 + rng.below(26);
-    let users: Vec<Value> = (0..count)
-        .map(|_| {
-            let index = rng.below(POOL);
-            let email = pool_email(rng, index);
-            if rng.chance(10) {
-                invalid_user(rng, email)
-            } else {
-                let title = format!("{} {tag}", rng.pick(TITLES).trim());
-                let title = if rng.chance(50) {
-                    title
-                } else {
-                    rng.pick(TITLES).to_string()
-                };
-                valid_user(rng, email, title)
-            }
-        })
-        .collect();
-    json!({"token": "ignored", "users": users})
-}
-
-fn big_file(rng: &mut Rng, first: usize, tag: &str) -> Value {
-    let users: Vec<Value> = (first..first + BIG_FILE_USERS)
-        .map(|k| {
-            if k % 97 == 0 {
-                invalid_user(rng, format!("bulk{k}@example.com"))
-            } else if k % 50 == 0 {
-                let index = rng.below(POOL);
-                let email = pool_email(rng, index);
-                valid_user(rng, email, format!("Pool {tag}"))
-            } else {
-                valid_user(
-                    rng,
-                    format!("Bulk{k}@example.com"),
-                    format!("Bulk {k} {tag}"),
-                )
-            }
-        })
-        .collect();
-    json!({"users": users})
-}
+// Request files (the users come from tests/common/requests.rs)
 
 /// One round of 12 request files, named `PREFIXf000.json`…: small files with
 /// overlapping emails, two big files, an exact copy of the file before it (so some
@@ -268,11 +47,15 @@ fn round(rng: &mut Rng, prefix: &str) -> Vec<(String, Vec<u8>)> {
         let name = format!("{prefix}f{i:03}.json");
         let tag = format!("{prefix}{i}");
         let body = match i {
-            3 => serde_json::to_vec(&big_file(rng, 0, &tag)).unwrap(),
-            8 => serde_json::to_vec_pretty(&big_file(rng, BIG_FILE_USERS / 2, &tag)).unwrap(),
+            3 => serde_json::to_vec(&big_file(rng, 0..BIG_FILE_USERS, POOL, &tag)).unwrap(),
+            8 => {
+                let first = BIG_FILE_USERS / 2;
+                let users = first..first + BIG_FILE_USERS;
+                serde_json::to_vec_pretty(&big_file(rng, users, POOL, &tag)).unwrap()
+            }
             6 => files[5].1.clone(),
             10 => br#"{"users": "not an array"}"#.to_vec(),
-            _ => serde_json::to_vec_pretty(&small_file(rng, &tag)).unwrap(),
+            _ => serde_json::to_vec_pretty(&small_file(rng, &tag, 15..41, POOL)).unwrap(),
         };
         files.push((name, body));
     }
@@ -369,65 +152,8 @@ impl Site {
 }
 
 // ---------------------------------------------------------------------------------
-// The model: replay the requests in name order, applying exactly the users whose
-// log entry is a single code 0.
-
-#[derive(Default)]
-struct Model {
-    users: BTreeMap<String, Map<String, Value>>,
-    /// The request that last changed each user ("added" or "updated", not "already
-    /// up to date").
-    source: BTreeMap<String, String>,
-    added: usize,
-    updated: usize,
-    unchanged: usize,
-    rejected: usize,
-    error_files: usize,
-}
-
-fn normalise(key: &str, value: &str) -> String {
-    let value = value.trim();
-    match key {
-        "email" => value.to_lowercase(),
-        "phone" => value
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-            .collect(),
-        "balance_currency" => value.to_uppercase(),
-        _ => value.to_owned(),
-    }
-}
-
-/// SPEC §2's merge of one field into `into`: absent keeps, null clears, strings are
-/// trimmed and count as absent when empty, `discount_card` merges field by field.
-fn merge_field(into: &mut Map<String, Value>, key: &str, value: &Value) {
-    match value {
-        Value::Null => {
-            into.remove(key);
-        }
-        Value::String(s) => {
-            let s = normalise(key, s);
-            if !s.is_empty() {
-                into.insert(key.to_owned(), Value::String(s));
-            }
-        }
-        Value::Object(fields) if key == "discount_card" => {
-            let mut card = match into.remove(key) {
-                Some(Value::Object(card)) => card,
-                _ => Map::new(),
-            };
-            for (k, v) in fields {
-                merge_field(&mut card, k, v);
-            }
-            if !card.is_empty() {
-                into.insert(key.to_owned(), Value::Object(card));
-            }
-        }
-        other => {
-            into.insert(key.to_owned(), other.clone());
-        }
-    }
-}
+// The model (tests/common/requests.rs): each response's code-0 users, merged in name
+// order.
 
 impl Model {
     fn apply(&mut self, name: &str, request: &Value, response: &Value) {
@@ -446,20 +172,7 @@ impl Model {
             }
             let message = info[0]["message"].as_str().unwrap();
             let email = normalise("email", user["email"].as_str().unwrap());
-            let stored = self.users.entry(email.clone()).or_default();
-            for (key, value) in user.as_object().unwrap() {
-                merge_field(stored, key, value);
-            }
-            if message.ends_with("nothing changed") {
-                self.unchanged += 1;
-            } else {
-                if message.ends_with("added successfully") {
-                    self.added += 1;
-                } else {
-                    self.updated += 1;
-                }
-                self.source.insert(email, name.to_owned());
-            }
+            self.merge(name, email, user, message);
         }
     }
 }

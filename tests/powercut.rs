@@ -38,7 +38,8 @@
 mod common;
 
 use common::process;
-use serde_json::{Map, Value, json};
+use common::requests::{Model, Rng, big_file, normalise, seed_from_env, small_file};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -67,54 +68,13 @@ const MAX_DROPS: usize = 12;
 /// so that a kill never lands while a file waits for it).
 const SETTLE_MS: &str = "100";
 
-// ---------------------------------------------------------------------------------
-// Randomness
-
-/// xorshift64: enough for test data, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng((seed ^ 0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
 fn seed() -> u64 {
-    match std::env::var("USERDROP_POWERCUT_SEED") {
-        Ok(text) => {
-            let text = text.trim();
-            let parsed = match text.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16),
-                None => text.parse(),
-            };
-            parsed.unwrap_or_else(|_| panic!("USERDROP_POWERCUT_SEED={text:?} is not a u64"))
-        }
-        Err(_) => std::time::SystemTime::now()
+    seed_from_env("USERDROP_POWERCUT_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x5EED_C0DE),
-    }
+            .unwrap_or(0x5EED_C0DE)
+    })
 }
 
 fn rounds() -> usize {
@@ -129,177 +89,7 @@ fn rounds() -> usize {
 }
 
 // ---------------------------------------------------------------------------------
-// Request files (the same kinds of users as tests/crash.rs)
-
-const TITLES: &[&str] = &[
-    "Ivanov Ivan",
-    "Olena Petrenko",
-    "  Taras Shevchenko  ",
-    "Maria Kovalenko",
-    "John Smith",
-];
-const CITIES: &[&str] = &["Kyiv", "Lviv", "  Odesa ", "Kharkiv", "   ", "Dnipro"];
-const COUNTRIES: &[&str] = &["Ukraine", "Poland", "Germany"];
-const PHONES: &[&str] = &[
-    "+380631234567",
-    "+380 63 123-45-67",
-    "+1 (555) 010.9999",
-    "+44 20 7946 0958",
-];
-const CURRENCIES: &[&str] = &["uah", "USD", "eur"];
-const DATES: &[&str] = &["2019-01-01", "2024-02-29", "2030-12-31"];
-
-fn pool_email(rng: &mut Rng, index: u64) -> String {
-    let local = if rng.chance(30) {
-        format!("User{index}")
-    } else {
-        format!("user{index}")
-    };
-    let domain = if rng.chance(20) {
-        "Example.COM"
-    } else {
-        "example.com"
-    };
-    let pad = if rng.chance(15) { "  " } else { "" };
-    format!("{pad}{local}@{domain}{pad}")
-}
-
-/// Absent (about half the time), a value, or sometimes `null`.
-fn maybe(
-    rng: &mut Rng,
-    user: &mut Map<String, Value>,
-    key: &str,
-    value: impl FnOnce(&mut Rng) -> Value,
-) {
-    match rng.below(10) {
-        0..=4 => {}
-        5 => {
-            user.insert(key.into(), Value::Null);
-        }
-        _ => {
-            let value = value(rng);
-            user.insert(key.into(), value);
-        }
-    }
-}
-
-fn balance(rng: &mut Rng) -> Value {
-    let cents = rng.below(2_000_000) as i64 - 500_000;
-    if rng.chance(50) {
-        json!(cents / 100)
-    } else {
-        json!(cents as f64 / 100.0)
-    }
-}
-
-fn card(rng: &mut Rng) -> Value {
-    let mut card = Map::new();
-    while card.is_empty() {
-        maybe(rng, &mut card, "discount", |r| json!(r.below(101)));
-        maybe(rng, &mut card, "active", |r| json!(r.chance(50)));
-        maybe(rng, &mut card, "date_limit", |r| json!(r.pick(DATES)));
-        maybe(rng, &mut card, "status", |r| json!(1 + r.below(3)));
-    }
-    Value::Object(card)
-}
-
-fn valid_user(rng: &mut Rng, email: String, title: String) -> Value {
-    let mut user = Map::new();
-    user.insert("title".into(), json!(title));
-    user.insert("email".into(), json!(email));
-    maybe(rng, &mut user, "city", |r| json!(r.pick(CITIES)));
-    maybe(rng, &mut user, "country", |r| json!(r.pick(COUNTRIES)));
-    maybe(rng, &mut user, "phone", |r| json!(r.pick(PHONES)));
-    maybe(rng, &mut user, "balance", balance);
-    maybe(rng, &mut user, "balance_currency", |r| {
-        json!(r.pick(CURRENCIES))
-    });
-    maybe(rng, &mut user, "newsletter_subscription", |r| {
-        json!(r.chance(50))
-    });
-    maybe(rng, &mut user, "customer_group_id", |r| {
-        json!(1 + r.below(9))
-    });
-    if rng.chance(30) {
-        let value = if rng.chance(15) {
-            Value::Null
-        } else {
-            card(rng)
-        };
-        user.insert("discount_card".into(), value);
-    }
-    Value::Object(user)
-}
-
-/// A user that must be rejected (code 1 or 2).
-fn invalid_user(rng: &mut Rng, email: String) -> Value {
-    let mut user = match valid_user(rng, email, "Broken User".into()) {
-        Value::Object(map) => map,
-        _ => unreachable!(),
-    };
-    match rng.below(5) {
-        0 => {
-            user.remove("title");
-        }
-        1 => {
-            user.insert("email".into(), json!("user@nodot"));
-        }
-        2 => {
-            user.insert("balance".into(), json!("3"));
-        }
-        3 => {
-            user.insert("nickname".into(), json!("nick"));
-        }
-        _ => {
-            user.insert("discount_card".into(), json!({"discount": 150}));
-        }
-    }
-    Value::Object(user)
-}
-
-fn small_file(rng: &mut Rng, tag: &str) -> Value {
-    let count = 5 + rng.below(36);
-    let users: Vec<Value> = (0..count)
-        .map(|_| {
-            let index = rng.below(POOL);
-            let email = pool_email(rng, index);
-            if rng.chance(10) {
-                invalid_user(rng, email)
-            } else {
-                let title = if rng.chance(50) {
-                    format!("{} {tag}", rng.pick(TITLES).trim())
-                } else {
-                    rng.pick(TITLES).to_string()
-                };
-                valid_user(rng, email, title)
-            }
-        })
-        .collect();
-    json!({"token": "ignored", "users": users})
-}
-
-fn big_file(rng: &mut Rng, tag: &str) -> Value {
-    let count = BIG_MIN + rng.below((BIG_MAX - BIG_MIN + 1) as u64) as usize;
-    let first = rng.below((BULK - count) as u64) as usize;
-    let users: Vec<Value> = (first..first + count)
-        .map(|k| {
-            if k % 97 == 0 {
-                invalid_user(rng, format!("bulk{k}@example.com"))
-            } else if k % 50 == 0 {
-                let index = rng.below(POOL);
-                let email = pool_email(rng, index);
-                valid_user(rng, email, format!("Pool {tag}"))
-            } else {
-                valid_user(
-                    rng,
-                    format!("Bulk{k}@example.com"),
-                    format!("Bulk {k} {tag}"),
-                )
-            }
-        })
-        .collect();
-    json!({"users": users})
-}
+// Request files (the users come from tests/common/requests.rs)
 
 /// The next request: mostly small files, some big ones, now and then an exact copy of
 /// the file before (its users are already up to date) or a file rejected whole.
@@ -308,11 +98,16 @@ fn next_request(rng: &mut Rng, seq: usize, previous: Option<&[u8]>) -> (String, 
     let tag = format!("t{seq}");
     let roll = rng.below(100);
     let (body, kind) = match (roll, previous) {
-        (0..=19, _) => (serde_json::to_vec(&big_file(rng, &tag)).unwrap(), Kind::Big),
+        (0..=19, _) => {
+            let count = BIG_MIN + rng.below((BIG_MAX - BIG_MIN + 1) as u64) as usize;
+            let first = rng.below((BULK - count) as u64) as usize;
+            let big = big_file(rng, first..first + count, POOL, &tag);
+            (serde_json::to_vec(&big).unwrap(), Kind::Big)
+        }
         (20..=24, Some(previous)) => (previous.to_vec(), Kind::Copy),
         (25..=27, _) => (br#"{"users": "not an array"}"#.to_vec(), Kind::Error),
         _ => (
-            serde_json::to_vec_pretty(&small_file(rng, &tag)).unwrap(),
+            serde_json::to_vec_pretty(&small_file(rng, &tag, 5..41, POOL)).unwrap(),
             Kind::Small,
         ),
     };
@@ -729,49 +524,7 @@ fn response_path(inbox: &Path, request: &str) -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------
-// The model (SPEC §2's merge, as in tests/crash.rs)
-
-fn normalise(key: &str, value: &str) -> String {
-    let value = value.trim();
-    match key {
-        "email" => value.to_lowercase(),
-        "phone" => value
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-            .collect(),
-        "balance_currency" => value.to_uppercase(),
-        _ => value.to_owned(),
-    }
-}
-
-fn merge_field(into: &mut Map<String, Value>, key: &str, value: &Value) {
-    match value {
-        Value::Null => {
-            into.remove(key);
-        }
-        Value::String(s) => {
-            let s = normalise(key, s);
-            if !s.is_empty() {
-                into.insert(key.to_owned(), Value::String(s));
-            }
-        }
-        Value::Object(fields) if key == "discount_card" => {
-            let mut card = match into.remove(key) {
-                Some(Value::Object(card)) => card,
-                _ => Map::new(),
-            };
-            for (k, v) in fields {
-                merge_field(&mut card, k, v);
-            }
-            if !card.is_empty() {
-                into.insert(key.to_owned(), Value::Object(card));
-            }
-        }
-        other => {
-            into.insert(key.to_owned(), other.clone());
-        }
-    }
-}
+// The model (tests/common/requests.rs), and what a power cut may leave of it
 
 /// Keys sorted whatever serde_json's map order is, so that equal records hash equal.
 fn canonical(value: &Value, out: &mut String) {
@@ -832,25 +585,15 @@ fn applied_emails(request: &Value, response: &Value) -> Vec<String> {
         .collect()
 }
 
-#[derive(Default)]
-struct Model {
-    users: BTreeMap<String, Map<String, Value>>,
-    /// The request that last changed each user.
-    source: BTreeMap<String, String>,
-    /// Per user, the digest of its record after each file that answered it code 0,
-    /// with that file's index.
-    versions: HashMap<String, Vec<(usize, u64)>>,
-    added: usize,
-    updated: usize,
-    unchanged: usize,
-    rejected: usize,
-    error_files: usize,
-}
+/// Per user, the digest of its record after each file that answered it code 0, with
+/// that file's index.
+type Versions = HashMap<String, Vec<(usize, u64)>>;
 
 impl Model {
     /// `Err` when the response does not fit its request (one log entry per user).
     fn apply(
         &mut self,
+        versions: &mut Versions,
         index: usize,
         name: &str,
         request: &Value,
@@ -875,25 +618,9 @@ impl Model {
             }
             let message = info[0]["message"].as_str().unwrap_or("");
             let email = normalise("email", user["email"].as_str().unwrap_or(""));
-            let stored = self.users.entry(email.clone()).or_default();
-            for (key, value) in user.as_object().unwrap() {
-                merge_field(stored, key, value);
-            }
+            let stored = self.merge(name, email.clone(), user, message);
             let version = digest(&Value::Object(stored.clone()));
-            self.versions
-                .entry(email.clone())
-                .or_default()
-                .push((index, version));
-            if message.ends_with("nothing changed") {
-                self.unchanged += 1;
-            } else {
-                if message.ends_with("added successfully") {
-                    self.added += 1;
-                } else {
-                    self.updated += 1;
-                }
-                self.source.insert(email, name.to_owned());
-            }
+            versions.entry(email).or_default().push((index, version));
         }
         Ok(())
     }
@@ -1257,6 +984,7 @@ fn final_check(
 
     let mut finals: Vec<Option<(Value, u64)>> = Vec::new();
     let mut model = Model::default();
+    let mut versions = Versions::new();
     for (index, (name, body, _)) in requests.iter().enumerate() {
         let path = response_path(&rig.inbox, name);
         let bytes = match fs::read(&path) {
@@ -1297,7 +1025,7 @@ fn final_check(
             );
         }
         let request: Value = serde_json::from_slice(body).unwrap();
-        if let Err(e) = model.apply(index, name, &request, &response) {
+        if let Err(e) = model.apply(&mut versions, index, name, &request, &response) {
             figures.violation("response does not fit its request", format!("{name}: {e}"));
         }
         finals.push(Some((response, bytes_digest(&bytes))));
@@ -1339,7 +1067,7 @@ fn final_check(
             let request: Value = serde_json::from_slice(&requests[index].1).unwrap();
             for email in applied_emails(&request, response) {
                 figures.users_checked += 1;
-                let versions = model.versions.get(&email).map(Vec::as_slice).unwrap_or(&[]);
+                let versions = versions.get(&email).map(Vec::as_slice).unwrap_or(&[]);
                 match store.get(&email) {
                     None => figures.violation(
                         "code-0 user missing from the store after a cut",

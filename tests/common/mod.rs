@@ -1,9 +1,12 @@
 //! What the integration test files share: the binary with a clean environment, and a
 //! temporary folder holding a store and a request folder. Each test file adds its own
-//! methods to `Env`.
+//! methods to `Env`. `requests` holds the generated request files and the model of
+//! the soak tests (crash.rs, powercut.rs).
 
 // Each test file is its own crate and uses only part of this module.
 #![allow(dead_code)]
+
+pub mod requests;
 
 use assert_cmd::Command;
 use std::fs;
