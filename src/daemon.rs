@@ -332,6 +332,14 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
     }
     options.hooks.stopping();
     store.flush().map_err(|e| e.to_string())?;
+    tracing::info!(
+        reason = if options.signals.stopped() {
+            "signal"
+        } else {
+            "--once: nothing left waiting"
+        },
+        "userdrop stopped; the store is durable"
+    );
     Ok(state.all_ok)
 }
 
