@@ -51,6 +51,56 @@ fn wait_for_pause(env: &Env) {
     fs::remove_file(mark).unwrap();
 }
 
+/// A daemon on `env`'s inbox with `args`, pausing at `fault` (see `wait_for_pause`).
+fn paused_daemon(env: &Env, args: &[&str], fault: &str) -> std::process::Child {
+    let daemon = process()
+        .arg("run")
+        .args(args)
+        .arg("--watch")
+        .arg(env.inbox())
+        .arg("--db")
+        .arg(env.db())
+        .env("USERDROP_FAULT", fault)
+        .env("USERDROP_PAUSE_MARK", pause_mark(env))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    daemon
+}
+
+/// Puts `a.json` in the inbox as an SFTP client that uploads under a hidden name
+/// and renames does; returns its path.
+fn upload(env: &Env, bytes: &[u8]) -> std::path::PathBuf {
+    let hidden = env.inbox().join(".a.json.part");
+    let a = env.inbox().join("a.json");
+    fs::write(&hidden, bytes).unwrap();
+    fs::rename(&hidden, &a).unwrap();
+    a
+}
+
+/// Waits up to `limit` for `a.json`'s response, then stops the daemon, which must
+/// exit 0; returns the response's path, asserting it exists.
+fn answered_then_stopped(
+    env: &Env,
+    mut daemon: std::process::Child,
+    limit: Duration,
+) -> std::path::PathBuf {
+    let response = env.inbox().join("a.response.json");
+    let started = Instant::now();
+    while !response.exists() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A pause after a step of the answered text ends too before the stop.
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&daemon, "-TERM");
+    let status = daemon.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(response.exists(), "no response within {limit:?}");
+    response
+}
+
 fn stored(env: &Env, email: &str) -> bool {
     let out = userdrop()
         .args(["get", "--db"])
@@ -124,40 +174,14 @@ fn import_of_a_file_rewritten_in_place_applies_nothing_and_says_so() {
 #[test]
 fn the_daemon_takes_a_file_rewritten_in_place_again_and_answers_its_new_content() {
     let env = Env::new();
-    let mut daemon = process()
-        // A settle time far beyond the wait below: the rewritten file must be taken
-        // again because it changed, not because it settled.
-        .args(["run", "--settle", "600000", "--watch"])
-        .arg(env.inbox())
-        .arg("--db")
-        .arg(env.db())
-        .env("USERDROP_FAULT", "pause-after-first-pass")
-        .env("USERDROP_PAUSE_MARK", pause_mark(&env))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let hidden = env.inbox().join(".a.json.part");
-    let a = env.inbox().join("a.json");
-    fs::write(
-        &hidden,
-        request(&["old1@x.com", "old2@x.com", "old3@x.com"]),
-    )
-    .unwrap();
-    fs::rename(&hidden, &a).unwrap();
+    // A settle time far beyond the wait below: the rewritten file must be taken again
+    // because it changed, not because it settled.
+    let daemon = paused_daemon(&env, &["--settle", "600000"], "pause-after-first-pass");
+    let a = upload(&env, &request(&["old1@x.com", "old2@x.com", "old3@x.com"]));
     wait_for_pause(&env);
     rewrite_in_place(&a, &request(&["new1@x.com", "new2@x.com"]));
 
-    let response = env.inbox().join("a.response.json");
-    let started = Instant::now();
-    while !response.exists() && started.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    signal(&daemon, "-TERM");
-    let status = daemon.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    assert!(response.exists(), "no response within 15 s");
+    let response = answered_then_stopped(&env, daemon, Duration::from_secs(15));
     assert_eq!(
         messages(&response),
         [
@@ -225,38 +249,15 @@ fn import_of_a_file_rewritten_as_garbage_after_its_first_step_never_answers_erro
 #[test]
 fn the_daemon_finishes_a_file_rewritten_after_its_first_step_and_answers_the_new_text() {
     let env = Env::new();
-    let mut daemon = process()
-        .args(["run", "--settle", "300", "--step-users", "2", "--watch"])
-        .arg(env.inbox())
-        .arg("--db")
-        .arg(env.db())
-        .env("USERDROP_FAULT", "pause-after-step")
-        .env("USERDROP_PAUSE_MARK", pause_mark(&env))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let args = ["--settle", "300", "--step-users", "2"];
+    let daemon = paused_daemon(&env, &args, "pause-after-step");
     let emails = five();
     let refs: Vec<&str> = emails.iter().map(String::as_str).collect();
-    let hidden = env.inbox().join(".a.json.part");
-    let a = env.inbox().join("a.json");
-    fs::write(&hidden, request(&refs)).unwrap();
-    fs::rename(&hidden, &a).unwrap();
+    let a = upload(&env, &request(&refs));
     wait_for_pause(&env);
     rewrite_in_place(&a, &request(&["new1@x.com"]));
 
-    let response = env.inbox().join("a.response.json");
-    let started = Instant::now();
-    while !response.exists() && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // The pauses after each committed step of the new text end too.
-    std::thread::sleep(Duration::from_millis(200));
-    signal(&daemon, "-TERM");
-    let status = daemon.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
-    assert!(response.exists(), "no response within 20 s");
+    let response = answered_then_stopped(&env, daemon, Duration::from_secs(20));
     assert_eq!(messages(&response), ["User new1@x.com added successfully"]);
     assert_eq!(stored_count(&env, &emails), 5, "the first text whole");
 }
