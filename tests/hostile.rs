@@ -356,6 +356,18 @@ impl Daemon {
         Daemon::spawn(env, cmd)
     }
 
+    /// A daemon that has answered a first file: it is watching.
+    fn warm(env: &Env) -> Daemon {
+        let mut daemon = Daemon::start(env, &[]);
+        daemon.warm_up(env);
+        daemon
+    }
+
+    /// Waits until the daemon answers a first file.
+    fn warm_up(&mut self, env: &Env) {
+        self.answers(env, "warm.json", &users(&emails("warm", 1)));
+    }
+
     fn spawn(env: &Env, mut cmd: Command) -> Daemon {
         let n = LOGS.fetch_add(1, Ordering::Relaxed);
         let log = env.dir.path().join(format!("daemon-{n}.log"));
@@ -605,8 +617,7 @@ fn a_request_name_linked_outside_the_inbox_is_never_applied() {
     let env = Env::new();
     let (dir, target, stolen) = outside_request(&env);
     let before = snapshot(&dir);
-    let mut daemon = Daemon::start(&env, &[]);
-    daemon.answers(&env, "warm.json", &users(&emails("warm", 1)));
+    let mut daemon = Daemon::warm(&env);
     symlink(&target, env.inbox().join("evil.json")).unwrap();
     daemon.answers(&env, "good.json", &users(&emails("good", 1)));
     daemon.answers(&env, "later.json", &users(&emails("later", 1)));
@@ -633,8 +644,7 @@ fn a_request_name_linked_outside_the_inbox_is_never_applied() {
 /// (so that every batch races a daemon that is ready for it). Returns the daemon,
 /// still running.
 fn swap_race(env: &Env, seed: u64, swapped: &[PathBuf]) -> Daemon {
-    let mut daemon = Daemon::start(env, &[]);
-    daemon.answers(env, "warm.json", &users(&emails("warm", 1)));
+    let mut daemon = Daemon::warm(env);
     let inbox = env.inbox();
     let mut rng = Rng(seed);
     let started = Instant::now();
@@ -713,8 +723,7 @@ fn a_link_swapped_over_a_request_while_the_daemon_runs_applies_nothing_from_outs
 #[test]
 fn fifos_at_the_request_and_response_names_never_block_the_daemon() {
     let env = Env::new();
-    let mut daemon = Daemon::start(&env, &[]);
-    daemon.answers(&env, "warm.json", &users(&emails("warm", 1)));
+    let mut daemon = Daemon::warm(&env);
     let inbox = env.inbox();
     mkfifo(&[
         inbox.join("f.json"),
@@ -1019,7 +1028,7 @@ fn an_unreadable_request_is_processed_once_readable_without_a_restart() {
         .arg("--db")
         .arg(env.db());
     let mut daemon = Daemon::spawn(&env, cmd);
-    daemon.answers(&env, "warm.json", &users(&emails("warm", 1)));
+    daemon.warm_up(&env);
     let inbox = env.inbox();
     let upload = inbox.join(".u-upload");
     fs::write(&upload, users(&emails("u", 2))).unwrap();
@@ -1185,8 +1194,7 @@ fn sigterm_in_the_first_milliseconds_exits_0() {
 #[test]
 fn a_file_name_holding_a_newline_cannot_forge_a_log_line() {
     let env = Env::new();
-    let mut daemon = Daemon::start(&env, &[]);
-    daemon.answers(&env, "warm.json", &users(&emails("warm", 1)));
+    let mut daemon = Daemon::warm(&env);
     let evil = "evil\n2026-01-01T00:00:00Z  INFO userdrop: forged.json";
     let v = daemon.answers(&env, evil, &users(&emails("evil", 1)));
     assert_eq!(v["status"], "OK", "{v}");
@@ -1276,8 +1284,7 @@ fn an_export_whose_reader_stalls_does_not_hold_up_get() {
 #[test]
 fn a_user_with_200_000_unknown_keys_is_rejected_quickly() {
     let env = Env::new();
-    let mut daemon = Daemon::start(&env, &[]);
-    daemon.answers(&env, "warm.json", &users(&emails("warm", 1)));
+    let mut daemon = Daemon::warm(&env);
     let mut body = String::from(r#"{"users":[{"title":"Keys","email":"keys@shop.example""#);
     for i in 0..200_000 {
         body.push_str(&format!(r#","key{i:06}":1"#));
