@@ -483,3 +483,28 @@ fn an_idle_daemon_uses_no_cpu_even_after_a_file() {
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn once_waits_for_a_half_written_file_to_be_finished() {
+    // SPEC §4: the settle rule holds in every mode. A cron'd `run --once` during an
+    // SFTP upload once answered the half-written file ERROR at once, for good.
+    let (dir, inbox) = setup();
+    let path = inbox.join("upload.json");
+    let whole = one_user("Late");
+    let (head, rest) = whole.split_at(whole.len() / 2);
+    fs::write(&path, head).unwrap();
+    let once = process()
+        .current_dir(dir.path())
+        .args(["run", "--once", "--settle", "1500"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, rest.as_bytes()).unwrap();
+    drop(file);
+    let out = once.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(status_of(&inbox.join("upload.response.json")), "OK");
+}
