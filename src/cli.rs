@@ -118,11 +118,12 @@ pub struct Common {
     /// The store's folder (created if missing; keep it outside the inbox).
     #[arg(long, value_name = "DIR", default_value = "data", env = "USERDROP_DB")]
     pub db: PathBuf,
-    /// sled's page cache, in MiB.
+    /// sled's page cache, in MiB (at least 1).
     #[arg(
         long,
         value_name = "MIB",
         default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..),
         env = "USERDROP_CACHE_MB"
     )]
     pub cache_mb: u64,
@@ -130,13 +131,41 @@ pub struct Common {
     #[arg(
         long,
         value_name = "LEVEL",
-        default_value = "info",
+        value_enum,
+        default_value_t = LogLevel::Info,
         env = "USERDROP_LOG_LEVEL"
     )]
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// Log format for stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "USERDROP_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+/// How much goes to stderr. A word that is not a level is refused (exit 2) rather
+/// than read as a filter that silently matches nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    #[value(alias = "warning")]
+    Warn,
+    Info,
+    Debug,
+    Trace,
+    Off,
+}
+
+impl LogLevel {
+    /// The directive for `tracing`'s filter.
+    pub fn directive(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+            LogLevel::Off => "off",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

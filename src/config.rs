@@ -15,7 +15,7 @@
 //! error naming the key and the file (exit code 2: the configuration given is wrong,
 //! as with a bad flag).
 
-use crate::cli::{Common, LogFormat, Processing, RunArgs};
+use crate::cli::{Common, LogFormat, LogLevel, Processing, RunArgs};
 use crate::messages::Lang;
 use clap::ValueEnum;
 use clap::parser::{ArgMatches, ValueSource};
@@ -81,8 +81,10 @@ pub struct FileConfig {
     pub step_users: Option<u64>,
     pub metrics_file: Option<PathBuf>,
     pub db: Option<PathBuf>,
+    #[serde(default, deserialize_with = "at_least_one")]
     pub cache_mb: Option<u64>,
-    pub log_level: Option<String>,
+    #[serde(default, deserialize_with = "value_enum")]
+    pub log_level: Option<LogLevel>,
     #[serde(default, deserialize_with = "value_enum")]
     pub log_format: Option<LogFormat>,
 }
@@ -164,12 +166,7 @@ impl Layer<'_> {
         let f = self.file;
         self.pick("db", &mut c.db, f.db.clone(), |p| path(p));
         self.pick("cache_mb", &mut c.cache_mb, f.cache_mb, u64::to_string);
-        self.pick(
-            "log_level",
-            &mut c.log_level,
-            f.log_level.clone(),
-            String::clone,
-        );
+        self.pick("log_level", &mut c.log_level, f.log_level, name_of);
         self.pick("log_format", &mut c.log_format, f.log_format, name_of);
     }
 
@@ -418,7 +415,7 @@ fn restart_values(r: &RunArgs) -> Vec<(&'static str, String)> {
         format!("{:?}", r.poll),
         r.rescan.to_string(),
         c.cache_mb.to_string(),
-        c.log_level.clone(),
+        name_of(&c.log_level),
         name_of(&c.log_format),
         format!("{:?}", r.processing.metrics_file),
     ];

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     };
     let common = args.common();
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&common.log_level))
+        .or_else(|_| EnvFilter::try_new(common.log_level.directive()))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
     let logs = tracing_subscriber::fmt()

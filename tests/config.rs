@@ -475,3 +475,32 @@ fn a_daemon_takes_tokens_from_the_file_out_of_ps_and_rereads_it_on_sighup() {
     assert!(logged.contains("token file"), "{logged}");
     assert!(!logged.contains("secret"), "{logged}");
 }
+
+#[test]
+fn an_unknown_log_level_or_a_zero_cache_is_a_usage_error() {
+    // SPEC §6: exit 2. A typo in the level once turned every log line off while
+    // `config` called it fine; `--cache-mb 0` panicked inside sled (exit 101).
+    let env = Env::new();
+    let db = env.db();
+    let db = db.to_str().unwrap();
+    for args in [
+        &["stats", "--log-level", "verbose", "--db", db][..],
+        &["stats", "--log-level", "notice", "--db", db],
+        &["stats", "--cache-mb", "0", "--db", db],
+    ] {
+        let out = clean().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+    for text in ["log_level = \"verbose\"\n", "cache_mb = 0\n"] {
+        let config = env.config_file(text);
+        let out = clean()
+            .args(["stats", "--db", db, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}: {out:?}");
+    }
+    // `warning` is the word syslog and journald use: taken as `warn`.
+    let v = effective(&["--log-level", "warning"], &[]);
+    assert_eq!(setting(&v, "log_level"), pair("warn", "flag"));
+}
