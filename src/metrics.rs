@@ -1,22 +1,20 @@
 //! The figures of `userdrop stats` and of the Prometheus metrics file
 //! (`--metrics-file`, for node_exporter's textfile collector).
 //!
-//! The counters come from the store's history, not from the process: they survive
-//! restarts, a `--once` or `import` run reports the same totals as the daemon, and
-//! `stats` shows exactly what the metrics file says. The history keeps the last run of
-//! each request file (by path), so a file processed again after its response was
-//! deleted counts once, under its latest outcome; in that rare case a counter can go
-//! down, which Prometheus reads as a counter reset.
+//! The counters come from the store's running totals (`store::Totals`), not from the
+//! process: they survive restarts, a `--once` or `import` run reports the same totals
+//! as the daemon, and `stats` shows exactly what the metrics file says. The totals are
+//! updated in the batch that commits each file's outcome, so a file counts once each
+//! time it is processed and the counters only rise (SPEC §7).
 //!
-//! The store is read in full once, when a process starts; after that each processed
+//! The store is read once, when a process starts (the users are counted); after that each processed
 //! file updates the figures in memory, so writing the metrics costs nothing that grows
 //! with the store. Only the processing-time histogram is the process's own: the store
 //! keeps no durations.
 
 use crate::model::Status;
-use crate::store::{FileRecord, Store, StoreError};
+use crate::store::{FileRecord, Store, StoreError, Totals};
 use chrono::{DateTime, SecondsFormat, Utc};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write};
@@ -39,108 +37,44 @@ fn slot(status: Status) -> usize {
 pub struct Figures {
     /// Users in the store.
     pub users: u64,
-    /// Request files by the status of their last run: OK, WARNING, ERROR.
-    pub files: [u64; 3],
-    /// Users added, updated or found unchanged, over the last run of every file.
-    pub users_applied: u64,
-    /// Users rejected, over the last run of every file.
-    pub users_rejected: u64,
-    /// When the last file that applied users (`OK` or `WARNING`) was finished.
-    pub last_success: Option<DateTime<Utc>>,
-    /// When the last file of any status was finished.
-    pub last_file: Option<DateTime<Utc>>,
+    /// Every file processed over the store's life: counters that only rise.
+    pub totals: Totals,
 }
 
-/// What the last run of one file contributes to the figures.
-#[derive(Clone, Debug, PartialEq)]
-struct Outcome {
-    status: Status,
-    applied: u64,
-    rejected: u64,
-    added: u64,
-    finished_at: DateTime<Utc>,
-}
-
-impl Outcome {
-    fn of(record: &FileRecord) -> Outcome {
-        Outcome {
-            status: record.status,
-            applied: record.counts.applied(),
-            rejected: record.counts.rejected,
-            added: record.counts.added,
-            finished_at: record.finished_at,
-        }
-    }
-}
-
-/// The store's history of files, kept current in memory.
-#[derive(Clone, Debug, Default)]
+/// The store's totals and user count, kept current in memory.
+#[derive(Clone, Debug)]
 pub struct History {
     figures: Figures,
-    files: HashMap<PathBuf, Outcome>,
+    /// When the totals were read: a file finished before is in them already (a
+    /// response a crash held back, delivered now).
+    read_at: DateTime<Utc>,
 }
 
 impl History {
-    /// Reads the whole history and counts the users: once per process.
+    /// Reads the totals and counts the users: once per process.
     pub fn read(store: &Store) -> Result<History, StoreError> {
-        let mut history = History {
+        let read_at = Utc::now();
+        Ok(History {
             figures: Figures {
                 users: store.user_count()?,
-                ..Figures::default()
+                totals: store.totals()?,
             },
-            files: HashMap::new(),
-        };
-        for record in store.files() {
-            history.add(&record?);
-        }
-        Ok(history)
+            read_at,
+        })
     }
 
     pub fn figures(&self) -> &Figures {
         &self.figures
     }
 
-    fn add(&mut self, record: &FileRecord) {
-        let new = Outcome::of(record);
-        let f = &mut self.figures;
-        f.files[slot(new.status)] += 1;
-        f.users_applied += new.applied;
-        f.users_rejected += new.rejected;
-        f.last_file = f.last_file.max(Some(new.finished_at));
-        if new.status != Status::Error {
-            f.last_success = f.last_success.max(Some(new.finished_at));
-        }
-        self.files.insert(record.path.clone(), new);
-    }
-
-    /// A file was just processed: its record replaces the file's earlier run.
+    /// A file was just processed: it adds to every counter, as it did to the store's
+    /// totals in the batch that committed it.
     pub fn record(&mut self, record: &FileRecord) {
-        let new = Outcome::of(record);
-        let old = self.files.get(&record.path).cloned();
-        if old.as_ref() == Some(&new) {
-            // The outcome of a run cut short and delivered now: the history and the
-            // user count read at start-up already hold it.
+        if record.finished_at < self.read_at {
             return;
         }
-        self.figures.users += new.added;
-        let Some(old) = old else {
-            self.add(record);
-            return;
-        };
-        let f = &mut self.figures;
-        f.files[slot(old.status)] = f.files[slot(old.status)].saturating_sub(1);
-        f.users_applied = f.users_applied.saturating_sub(old.applied);
-        f.users_rejected = f.users_rejected.saturating_sub(old.rejected);
-        self.add(record);
-        if old.status != Status::Error && self.figures.last_success == Some(old.finished_at) {
-            // The run that was the last success is gone from the history.
-            self.figures.last_success = self
-                .files
-                .values()
-                .filter(|o| o.status != Status::Error)
-                .map(|o| o.finished_at)
-                .max();
-        }
+        self.figures.users += record.counts.added;
+        self.figures.totals.add(record);
     }
 }
 
@@ -152,11 +86,11 @@ fn unix(t: DateTime<Utc>) -> f64 {
 pub fn stats_json(f: &Figures) -> serde_json::Value {
     serde_json::json!({
         "users": f.users,
-        "files": {"OK": f.files[0], "WARNING": f.files[1], "ERROR": f.files[2]},
-        "users_applied": f.users_applied,
-        "users_rejected": f.users_rejected,
-        "last_success_unix": f.last_success.map(unix),
-        "last_file_unix": f.last_file.map(unix),
+        "files": {"OK": f.totals.files[0], "WARNING": f.totals.files[1], "ERROR": f.totals.files[2]},
+        "users_applied": f.totals.users_applied,
+        "users_rejected": f.totals.users_rejected,
+        "last_success_unix": f.totals.last_success.map(unix),
+        "last_file_unix": f.totals.last_file.map(unix),
     })
 }
 
@@ -176,13 +110,13 @@ pub fn stats_table(f: &Figures) -> String {
             text,
             "files {:<10} {}",
             status.as_str(),
-            f.files[slot(status)]
+            f.totals.files[slot(status)]
         );
     }
-    let _ = writeln!(text, "users applied    {}", f.users_applied);
-    let _ = writeln!(text, "users rejected   {}", f.users_rejected);
-    let _ = writeln!(text, "last success     {}", when(f.last_success));
-    let _ = writeln!(text, "last file        {}", when(f.last_file));
+    let _ = writeln!(text, "users applied    {}", f.totals.users_applied);
+    let _ = writeln!(text, "users rejected   {}", f.totals.users_rejected);
+    let _ = writeln!(text, "last success     {}", when(f.totals.last_success));
+    let _ = writeln!(text, "last file        {}", when(f.totals.last_file));
     text
 }
 
@@ -264,27 +198,27 @@ impl Metrics {
             .map(|s| {
                 (
                     format!("{{status=\"{}\"}}", s.as_str()),
-                    f.files[slot(*s)] as f64,
+                    f.totals.files[slot(*s)] as f64,
                 )
             })
             .collect();
         family(
             "userdrop_files_total",
             "counter",
-            "Request files processed, by the status of their last run (from the store's history).",
+            "Request files processed over the store's life, by status (from the store's totals).",
             &files,
         );
         family(
             "userdrop_users_applied_total",
             "counter",
-            "Users added, updated or found unchanged, over the last run of every file.",
-            &[(String::new(), f.users_applied as f64)],
+            "Users added, updated or found unchanged, over every file processed.",
+            &[(String::new(), f.totals.users_applied as f64)],
         );
         family(
             "userdrop_users_rejected_total",
             "counter",
-            "Users rejected, over the last run of every file.",
-            &[(String::new(), f.users_rejected as f64)],
+            "Users rejected, over every file processed.",
+            &[(String::new(), f.totals.users_rejected as f64)],
         );
         family(
             "userdrop_users",
@@ -296,13 +230,13 @@ impl Metrics {
             "userdrop_last_success_timestamp_seconds",
             "gauge",
             "Unix time the last file that applied users (OK or WARNING) was finished; 0 if none.",
-            &[(String::new(), f.last_success.map_or(0.0, unix))],
+            &[(String::new(), f.totals.last_success.map_or(0.0, unix))],
         );
         family(
             "userdrop_last_file_timestamp_seconds",
             "gauge",
             "Unix time the last file of any status was finished; 0 if none.",
-            &[(String::new(), f.last_file.map_or(0.0, unix))],
+            &[(String::new(), f.totals.last_file.map_or(0.0, unix))],
         );
         let started = self
             .started
@@ -384,18 +318,37 @@ mod tests {
     }
 
     #[test]
-    fn a_file_run_again_replaces_its_earlier_run() {
-        let mut h = History::default();
-        h.record(&record("/a.json", Status::Ok, 2, 0, 100));
-        h.record(&record("/b.json", Status::Warning, 1, 1, 200));
-        let again = record("/b.json", Status::Error, 0, 0, 300);
-        h.record(&again);
-        h.record(&again);
+    fn a_name_used_every_night_counts_every_night_and_counters_only_rise() {
+        let mut h = History {
+            figures: Figures::default(),
+            read_at: DateTime::from_timestamp(50, 0).unwrap_or_default(),
+        };
+        // Delivered now, committed before the totals were read: already in them.
+        h.record(&record("/old.json", Status::Ok, 9, 0, 10));
+        let nights = [
+            (Status::Error, 0, 0, 100),
+            (Status::Error, 0, 0, 200),
+            (Status::Warning, 1, 1, 300),
+            (Status::Ok, 2, 0, 400),
+        ];
+        let mut before = h.figures().clone();
+        for (status, added, rejected, at) in nights {
+            h.record(&record("/users.json", status, added, rejected, at));
+            let f = h.figures();
+            for i in 0..3 {
+                assert!(f.totals.files[i] >= before.totals.files[i], "{f:?}");
+            }
+            assert!(f.totals.users_applied >= before.totals.users_applied);
+            before = f.clone();
+        }
         let f = h.figures();
-        assert_eq!(f.files, [1, 0, 1]);
-        assert_eq!((f.users, f.users_applied, f.users_rejected), (3, 2, 0));
-        assert_eq!(f.last_success.map(|t| t.timestamp()), Some(100));
-        assert_eq!(f.last_file.map(|t| t.timestamp()), Some(300));
+        assert_eq!(f.totals.files, [1, 1, 2]);
+        assert_eq!(
+            (f.users, f.totals.users_applied, f.totals.users_rejected),
+            (3, 3, 1)
+        );
+        assert_eq!(f.totals.last_success.map(|t| t.timestamp()), Some(400));
+        assert_eq!(f.totals.last_file.map(|t| t.timestamp()), Some(400));
     }
 
     #[test]

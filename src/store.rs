@@ -43,6 +43,8 @@ const PROGRESS: u8 = b'p';
 const OUTBOX: u8 = b'o';
 const FILE: u8 = b'f';
 const LOG: u8 = b'l';
+/// The one key of the running totals (see [`Totals`]).
+const TOTALS: &[u8] = b"t";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -148,6 +150,39 @@ mod path_bytes {
         Ok(PathBuf::from(OsString::from_vec(Vec::<u8>::deserialize(
             d,
         )?)))
+    }
+}
+
+/// What every file ever processed on this store adds up to: counters that only rise
+/// (SPEC §7), however often a request name is used. Updated in the batch of each file's
+/// last step, so a file counts exactly once, also across crashes and replays.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Files by status: OK, WARNING, ERROR.
+    pub files: [u64; 3],
+    pub users_applied: u64,
+    pub users_rejected: u64,
+    /// When the last file that applied users (`OK` or `WARNING`) was finished.
+    pub last_success: Option<DateTime<Utc>>,
+    /// When the last file of any status was finished.
+    pub last_file: Option<DateTime<Utc>>,
+}
+
+impl Totals {
+    /// Adds one processed file.
+    pub fn add(&mut self, record: &FileRecord) {
+        let slot = match record.status {
+            Status::Ok => 0,
+            Status::Warning => 1,
+            Status::Error => 2,
+        };
+        self.files[slot] += 1;
+        self.users_applied += record.counts.applied();
+        self.users_rejected += record.counts.rejected;
+        self.last_file = self.last_file.max(Some(record.finished_at));
+        if record.status != Status::Error {
+            self.last_success = self.last_success.max(Some(record.finished_at));
+        }
     }
 }
 
@@ -635,6 +670,7 @@ impl Store {
             durable: Arc::new(durable),
         };
         store.remove_orphan_spools()?;
+        store.start_totals()?;
         // What sled wrote at open (its `conf` is never synced by sled itself) and the
         // folders just created are made durable before anything counts on them.
         store.flush()?;
@@ -767,6 +803,11 @@ impl Store {
                     log_len,
                     ..record.clone()
                 })?;
+                // One writer applies files to a store, so reading the totals here and
+                // writing them in the batch cannot lose another's count.
+                let mut totals = self.totals()?;
+                totals.add(record);
+                batch.insert(TOTALS, encode(&totals)?);
                 batch.remove(path_key(PROGRESS, step.path));
                 batch.insert(path_key(OUTBOX, step.path), value.clone());
                 batch.insert(path_key(FILE, step.path), value);
@@ -882,6 +923,30 @@ impl Store {
         self.db.apply_batch(batch)?;
         for path in paths {
             self.spool.retire(path);
+        }
+        Ok(())
+    }
+
+    /// The running totals of every file processed on this store.
+    pub fn totals(&self) -> Result<Totals> {
+        match self.db.get(TOTALS)? {
+            Some(v) => decode(TOTALS, &v),
+            None => Ok(Totals::default()),
+        }
+    }
+
+    /// A store of an earlier version has a history but no totals: they start as the
+    /// sum of the history (the last run of each request path), once.
+    fn start_totals(&self) -> Result<()> {
+        if self.db.get(TOTALS)?.is_some() {
+            return Ok(());
+        }
+        let mut totals = Totals::default();
+        for record in self.files() {
+            totals.add(&record?);
+        }
+        if totals != Totals::default() {
+            self.db.insert(TOTALS, encode(&totals)?)?;
         }
         Ok(())
     }

@@ -341,6 +341,12 @@ fn read_commands_answer_while_the_daemon_runs() {
 fn sighup_rescans_and_does_not_stop_the_daemon() {
     let (dir, inbox) = setup();
     let mut daemon = Daemon::start(dir.path(), &["--poll", "100000"]);
+    // Its control socket is bound just before the first scan: the file written after
+    // that scan waits for the (long) poll interval, or for SIGHUP.
+    assert!(wait_for(
+        &dir.path().join("data/userdrop.sock"),
+        Duration::from_secs(10)
+    ));
     std::thread::sleep(Duration::from_millis(300));
     fs::write(inbox.join("h.json"), one_user("hup")).unwrap();
     std::thread::sleep(Duration::from_millis(300));

@@ -103,7 +103,8 @@ impl Env {
 
     fn run_once(&self) -> i32 {
         let out = userdrop()
-            .args(["run", "--once", "--watch"])
+            // A malformed file is answered once it has settled, in `--once` too.
+            .args(["run", "--once", "--settle", "300", "--watch"])
             .arg(self.inbox())
             .arg("--db")
             .arg(self.db())
@@ -246,7 +247,7 @@ fn counters_survive_a_restart_and_the_histogram_is_per_process() {
 }
 
 #[test]
-fn import_writes_metrics_and_a_reprocessed_file_counts_once() {
+fn import_writes_metrics_and_a_reprocessed_file_counts_every_time() {
     let env = Env::new();
     fs::create_dir(env.prom().parent().unwrap()).unwrap();
     three_files(&env);
@@ -263,11 +264,56 @@ fn import_writes_metrics_and_a_reprocessed_file_counts_once() {
             .unwrap();
         assert_eq!(out.status.code(), Some(0));
     }
+    // SPEC §7: counters only rise; the same request applied twice counts twice.
     let m = env.metrics();
-    assert_eq!(m.get("userdrop_files_total{status=\"OK\"}"), 1.0);
-    assert_eq!(m.get("userdrop_users_applied_total"), 2.0);
+    assert_eq!(m.get("userdrop_files_total{status=\"OK\"}"), 2.0);
+    assert_eq!(m.get("userdrop_users_applied_total"), 4.0);
     assert_eq!(m.get("userdrop_users"), 2.0);
-    assert_eq!(env.stats_json()["files"]["OK"], 1);
+    assert_eq!(env.stats_json()["files"]["OK"], 2);
+}
+
+#[test]
+fn a_nightly_feed_under_one_name_counts_every_night() {
+    // A nightly `users.json`: dropped, answered, the pair removed, dropped again the
+    // next night. Once, history kept per path held ERROR at 1 after three failures,
+    // dropped it to 0 when the fourth night succeeded, and users_applied stayed flat:
+    // the README's alert rule never fired.
+    let env = Env::new();
+    fs::create_dir(env.prom().parent().unwrap()).unwrap();
+    let nights = [
+        "{\"users\": [",
+        "{\"users\": [",
+        "{\"users\": [",
+        &users(json!([{"title": "A", "email": "a@x.com"}])),
+        &users(json!([{"title": "A", "email": "a@x.com"}, {"title": "B", "email": "bad"}])),
+    ]
+    .map(str::to_owned);
+    let counters = [
+        "userdrop_files_total{status=\"OK\"}",
+        "userdrop_files_total{status=\"WARNING\"}",
+        "userdrop_files_total{status=\"ERROR\"}",
+        "userdrop_users_applied_total",
+        "userdrop_users_rejected_total",
+    ];
+    let mut before = vec![0.0; counters.len()];
+    for (night, text) in nights.iter().enumerate() {
+        env.drop_file("users.json", text);
+        env.run_once();
+        let m = env.metrics();
+        let now: Vec<f64> = counters.iter().map(|c| m.get(c)).collect();
+        for (i, name) in counters.iter().enumerate() {
+            assert!(
+                now[i] >= before[i],
+                "night {night}: {name} went down: {before:?} -> {now:?}"
+            );
+        }
+        before = now;
+        fs::remove_file(env.inbox().join("users.json")).unwrap();
+        fs::remove_file(env.inbox().join("users.response.json")).unwrap();
+    }
+    assert_eq!(before, [1.0, 1.0, 3.0, 2.0, 1.0]);
+    let stats = env.stats_json();
+    assert_eq!(stats["files"], json!({"OK": 1, "WARNING": 1, "ERROR": 3}));
 }
 
 #[test]
