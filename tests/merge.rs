@@ -439,11 +439,11 @@ fn stats_counts_users_and_files_by_status() {
         json!({"users": 3, "files": {"OK": 1, "WARNING": 1, "ERROR": 1}})
     );
 
-    // The same file imported again is still one file.
+    // The same file imported again counts again (SPEC §7: counters only rise).
     let again = env.import_path(&env.dir.path().join("in").join("ok.json"));
     assert_eq!(again.status(), "OK");
     assert_eq!(
         env.stats(),
-        json!({"users": 3, "files": {"OK": 1, "WARNING": 1, "ERROR": 1}})
+        json!({"users": 3, "files": {"OK": 2, "WARNING": 1, "ERROR": 1}})
     );
 }
