@@ -498,8 +498,8 @@ pub fn check(args: &ImportArgs) -> ExitCode {
 
 /// `get`, `export` and `stats`: from the store, or from the daemon that holds it.
 pub fn read(query: &Query, common: &Common) -> ExitCode {
-    let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let stdout = Stdout::default();
+    let mut out = BufWriter::new(stdout.clone());
     let reply = match common.open_store() {
         Ok(store) => control::answer(&store, query, &mut out),
         Err(StoreError::Locked(dir)) => control::ask(&common.db, query, &mut out).map_err(|e| {
@@ -510,7 +510,12 @@ pub fn read(query: &Query, common: &Common) -> ExitCode {
         }),
         Err(e) => Err(e.to_string()),
     };
-    if let Err(e) = out.flush() {
+    let flushed = out.flush();
+    if stdout.closed() {
+        // `| head` has what it wanted (SPEC §6: a closed output ends quietly).
+        return ExitCode::from(EXIT_OK);
+    }
+    if let Err(e) = flushed {
         return fail(&e);
     }
     match reply {
@@ -521,6 +526,39 @@ pub fn read(query: &Query, common: &Common) -> ExitCode {
             ExitCode::from(reply.exit)
         }
         Err(e) => fail(&e),
+    }
+}
+
+/// Standard output that remembers whether its reader went away (`| head`): a
+/// command then ends quietly, and the error that stopped it is not an error.
+#[derive(Clone, Default)]
+struct Stdout {
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stdout {
+    fn closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn watch<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result
+            && e.kind() == io::ErrorKind::BrokenPipe
+        {
+            self.closed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.watch(io::stdout().lock().write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.watch(io::stdout().lock().flush())
     }
 }
 
@@ -685,6 +723,8 @@ fn print(text: io::Result<Vec<u8>>) -> ExitCode {
     });
     match written {
         Ok(()) => ExitCode::from(EXIT_OK),
+        // `| head` has what it wanted.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_OK),
         Err(e) => fail(&e),
     }
 }

@@ -514,3 +514,40 @@ fn once_waits_for_a_half_written_file_to_be_finished() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(status_of(&inbox.join("upload.response.json")), "OK");
 }
+
+#[test]
+fn a_closed_standard_output_ends_a_read_command_quietly() {
+    // SPEC §6: `export | head -1` once printed "Broken pipe" and exited 1.
+    let (dir, inbox) = setup();
+    let users: Vec<String> = (0..5000)
+        .map(|i| format!(r#"{{"title":"U{i}","email":"u{i}@example.com"}}"#))
+        .collect();
+    fs::write(
+        inbox.join("many.json"),
+        format!(r#"{{"users":[{}]}}"#, users.join(",")),
+    )
+    .unwrap();
+    let import = process()
+        .current_dir(dir.path())
+        .args(["import", "watch/many.json"])
+        .output()
+        .unwrap();
+    assert_eq!(import.status.code(), Some(0), "{import:?}");
+    for args in [&["export", "--format", "ndjson"][..], &["man"]] {
+        let mut child = process()
+            .current_dir(dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read one line, then close the pipe, as `head -1` does.
+        let mut first = [0u8; 64];
+        std::io::Read::read(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
