@@ -273,6 +273,18 @@ impl Common {
     }
 }
 
+/// What to say when `db` holds no store (sled's log file `db`, which every store has):
+/// the read commands never create one (SPEC §6), so a wrong folder is an operational
+/// failure naming the path, not an empty store that answers "no user".
+fn no_store(db: &Path) -> Option<String> {
+    (!db.join("db").is_file()).then(|| {
+        format!(
+            "there is no store at {}; give --db DIR (the daemon's store), or run this from the folder that holds its data/",
+            db.display()
+        )
+    })
+}
+
 impl Cli {
     pub fn common(&self) -> &Common {
         match &self.command {
@@ -475,7 +487,13 @@ fn for_each_file(
 /// `check FILE...`: the would-be responses on stdout, one JSON document per file.
 pub fn check(args: &ImportArgs) -> ExitCode {
     let settings = args.processing.settings();
-    let store = match args.processing.common.open_store() {
+    let common = &args.processing.common;
+    // No store yet: judged against an empty one, and none is created.
+    let opened = match no_store(&common.db) {
+        Some(_) => Store::scratch().map_err(|e| e.to_string()),
+        None => common.open_store().map_err(|e| e.to_string()),
+    };
+    let store = match opened {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -500,6 +518,9 @@ pub fn check(args: &ImportArgs) -> ExitCode {
 pub fn read(query: &Query, common: &Common) -> ExitCode {
     let stdout = Stdout::default();
     let mut out = BufWriter::new(stdout.clone());
+    if let Some(missing) = no_store(&common.db) {
+        return fail(&missing);
+    }
     let reply = match common.open_store() {
         Ok(store) => control::answer(&store, query, &mut out),
         Err(StoreError::Locked(dir)) => control::ask(&common.db, query, &mut out).map_err(|e| {

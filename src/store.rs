@@ -206,7 +206,8 @@ pub struct Step<'a> {
 pub struct Store {
     db: sled::Db,
     spool: Arc<Spool>,
-    durable: Arc<Durable>,
+    /// None for a scratch store, which is never made durable.
+    durable: Option<Arc<Durable>>,
 }
 
 /// The folder of log spool files.
@@ -667,7 +668,7 @@ impl Store {
                     ..Pending::default()
                 }),
             }),
-            durable: Arc::new(durable),
+            durable: Some(Arc::new(durable)),
         };
         store.remove_orphan_spools()?;
         store.start_totals()?;
@@ -675,6 +676,20 @@ impl Store {
         // folders just created are made durable before anything counts on them.
         store.flush()?;
         Ok(store)
+    }
+
+    /// An empty store in memory, gone when dropped: what `check` judges against when
+    /// there is no store yet, so that it never creates one (SPEC §6).
+    pub fn scratch() -> Result<Store> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Ok(Store {
+            db,
+            spool: Arc::new(Spool {
+                dir: std::env::temp_dir(),
+                pending: Mutex::new(Pending::default()),
+            }),
+            durable: None,
+        })
     }
 
     /// The request paths that records under `prefix` (progress, outbox) are kept for:
@@ -826,10 +841,12 @@ impl Store {
         self.spool.sync()?;
         let retired = std::mem::take(&mut self.spool.pending().retired);
         self.db.flush()?;
-        self.durable.sync().map_err(|e| StoreError::Durable {
-            path: self.durable.dir.clone(),
-            source: e,
-        })?;
+        if let Some(durable) = &self.durable {
+            durable.sync().map_err(|e| StoreError::Durable {
+                path: durable.dir.clone(),
+                source: e,
+            })?;
+        }
         self.spool.remove_retired(retired);
         Ok(())
     }

@@ -409,10 +409,41 @@ fn timestamp(v: &Value) -> chrono::DateTime<chrono::FixedOffset> {
 #[test]
 fn stats_counts_users_and_files_by_status() {
     let env = Env::new();
-    assert_eq!(
-        env.stats(),
-        json!({"users": 0, "files": {"OK": 0, "WARNING": 0, "ERROR": 0}})
+    // SPEC §6: a read command never creates a store; a missing one is exit 1 naming it.
+    let missing = userdrop()
+        .args(["stats", "--json", "--db"])
+        .arg(env.db())
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains(env.db().to_str().unwrap()), "{stderr}");
+    for read in [&["get", "a@x.com"][..], &["export"]] {
+        let out = userdrop()
+            .args(read)
+            .arg("--db")
+            .arg(env.db())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{read:?}: {out:?}");
+    }
+    assert!(!env.db().exists(), "a read command created the store");
+    // `check` judges against an empty store then, and creates none either.
+    let probe = env.write(
+        "probe.json",
+        &json!({"users": [{"title": "A", "email": "a@x.com"}]}),
     );
+    let out = userdrop()
+        .args(["check", "--db"])
+        .arg(env.db())
+        .arg(&probe)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("added successfully"));
+    assert!(!env.db().exists(), "check created the store");
+    fs::remove_file(&probe).unwrap();
+
     let ok = env.import(
         "ok.json",
         vec![
