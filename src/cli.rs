@@ -372,9 +372,11 @@ fn exit_for(statuses: impl IntoIterator<Item = Status>) -> ExitCode {
     ExitCode::from(if rejected { EXIT_REJECTED } else { EXIT_OK })
 }
 
-/// `import FILE...`
-pub fn import(args: &ImportArgs) -> ExitCode {
+/// `import FILE...`. A stop signal (Ctrl-C) ends it after the step in hand, saying
+/// what is committed and how to finish.
+pub fn import(args: &ImportArgs, signals: daemon::Signals) -> ExitCode {
     let mut settings = args.processing.settings();
+    settings.stop = Some(Arc::clone(&signals.stop));
     // A bar only for a person watching: logs and scripts get the one line per file.
     let bar = io::stderr().is_terminal().then(Bar::new);
     if let Some(bar) = &bar {
@@ -411,6 +413,9 @@ pub fn import(args: &ImportArgs) -> ExitCode {
         if let Some(bar) = &bar {
             bar.0.finish_and_clear();
         }
+        if let Err(process::Error::Interrupted) = &applied {
+            say_where_it_stopped(&store, file);
+        }
         let record = applied?;
         process::log_processed(&record, started);
         if let Some(m) = &mut metrics {
@@ -423,6 +428,18 @@ pub fn import(args: &ImportArgs) -> ExitCode {
         tracing::warn!("{e}");
     }
     code
+}
+
+/// After a stop mid-file: what of `file` is committed, and how to finish it.
+fn say_where_it_stopped(store: &Store, file: &Path) {
+    let done = std::fs::canonicalize(file)
+        .ok()
+        .and_then(|path| store.progress(&path).ok().flatten())
+        .map_or(0, |p| p.next_index);
+    eprintln!(
+        "userdrop: stopped by a signal: the first {done} users of {} are applied and durable; run the same import again to finish it (nothing is applied twice)",
+        file.display()
+    );
 }
 
 /// `import`'s progress bar on a terminal, moved on by each committed step.
@@ -471,6 +488,11 @@ fn for_each_file(
     for file in files {
         match one(file) {
             Ok(status) => statuses.push(status),
+            // Said by the command, with what is committed; the other files wait.
+            Err(process::Error::Interrupted) => {
+                failed = true;
+                break;
+            }
             Err(e) => {
                 eprintln!("userdrop: error: {e}");
                 failed = true;

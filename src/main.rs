@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let signals = match &args.command {
-        None | Some(Command::Run(_)) => Some(signals),
+        None | Some(Command::Run(_) | Command::Import(_)) => Some(signals),
         _ => {
             signals.release();
             None
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     match &args.command {
         None => cli::run(&args.run, reloader, signals.unwrap_or_else(Signals::none)),
         Some(Command::Run(run)) => cli::run(run, reloader, signals.unwrap_or_else(Signals::none)),
-        Some(Command::Import(a)) => cli::import(a),
+        Some(Command::Import(a)) => cli::import(a, signals.unwrap_or_else(Signals::none)),
         Some(Command::Check(a)) => cli::check(a),
         Some(Command::Get { email, common }) => cli::read(
             &Query::Get {

@@ -549,3 +549,45 @@ fn a_file_cut_short_is_finished_under_the_settings_it_was_accepted_with() {
     assert!(message.starts_with("Authorization failed"), "{message}");
     assert!(env.get("u05@x.com").is_none());
 }
+
+#[test]
+fn ctrl_c_during_import_says_what_is_committed_and_the_rerun_finishes_it() {
+    // Issue 11: a Ctrl-C during `import` once killed it without a word on what was
+    // committed or how to finish.
+    let env = Env::new();
+    let big = env.write("big.json", &json!({"users": users(0..25, "Kyiv")}));
+    let mark = env.dir.path().join("paused");
+    let child = common::process()
+        .args(["import", "--step-users", "10", "--db"])
+        .arg(env.db())
+        .arg(&big)
+        .env("USERDROP_FAULT", "pause-after-step")
+        .env("USERDROP_PAUSE_MARK", &mark)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !mark.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "never paused"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    common::signal(&child, "-INT");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the first 10 users of") && stderr.contains("run the same import again"),
+        "{stderr}"
+    );
+    assert!(response_of(&big).is_none());
+    let out = env.import(&[&big], &["--step-users", "10"], None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        messages(&response_of(&big).expect("the response")),
+        added_all(0..25)
+    );
+}
