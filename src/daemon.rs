@@ -254,6 +254,8 @@ struct Loop<'a> {
     all_ok: bool,
     /// A file changed under us: scan again shortly even if no event says so.
     retry: bool,
+    /// The folder's entries stamp at the last scan, and when the last full one ran.
+    scanned: Option<([i64; 4], Instant)>,
 }
 
 /// Runs until a stop signal (or, with `once`, until the waiting files are done).
@@ -281,6 +283,7 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         too_long: HashSet::new(),
         all_ok: true,
         retry: false,
+        scanned: None,
     };
     tracing::info!(
         inbox = %options.inbox.display(),
@@ -304,6 +307,12 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
             let soon = state.readiness.waiting_for_any() || state.retry;
             let cap = Duration::from_millis(if soon { 50 } else { 200 });
             scan = watch.wait(cap) || soon;
+            // A poll tick on a folder whose entries did not change since the last
+            // scan finds nothing new: skip it (the periodic rescan still looks at
+            // everything, for file systems whose folder times lag).
+            if scan && !soon && options.poll.is_some() && state.unchanged_since_scan() {
+                scan = false;
+            }
             state.retry = false;
             if options.signals.hangup.swap(false, Ordering::Relaxed) {
                 options.hooks.reload(&mut state.settings, &mut state.settle);
@@ -344,9 +353,20 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
 }
 
 impl Loop<'_> {
+    /// Whether the folder's entries are as the last scan saw them, and that scan is
+    /// younger than the rescan interval.
+    fn unchanged_since_scan(&self) -> bool {
+        match (self.scanned, self.folder.entries_stamp()) {
+            (Some((stamp, at)), Ok(now)) => stamp == now && at.elapsed() < self.options.rescan,
+            _ => false,
+        }
+    }
+
     /// One scan: every waiting file that is ready is applied, and the responses are
     /// written in groups. Returns whether some file is still waiting to settle.
     fn scan_once(&mut self) -> Result<bool, String> {
+        // Taken before the listing: a change during the scan makes the next tick scan.
+        let stamp = self.folder.entries_stamp().ok();
         let scan = self.folder.scan().map_err(|e| {
             format!(
                 "cannot read the inbox {}: {e}",
@@ -377,6 +397,11 @@ impl Loop<'_> {
             }
         }
         self.deliver(&mut group)?;
+        // Only a scan that left nothing to retry may let the next ticks be skipped.
+        self.scanned = match stamp {
+            Some(stamp) if self.failing.files.is_empty() => Some((stamp, Instant::now())),
+            _ => None,
+        };
         Ok(self.readiness.waiting_for_any())
     }
 

@@ -178,6 +178,19 @@ impl Folder {
         Ok(rfs::fstat(&self.fd).map_err(io_error)?.st_gid)
     }
 
+    /// The folder's modification and change times: they move when a name in it is
+    /// created, renamed or removed.
+    pub fn entries_stamp(&self) -> io::Result<[i64; 4]> {
+        let stat = rfs::fstat(&self.fd).map_err(io_error)?;
+        #[allow(clippy::unnecessary_cast)]
+        Ok([
+            stat.st_mtime as i64,
+            stat.st_mtime_nsec as i64,
+            stat.st_ctime as i64,
+            stat.st_ctime_nsec as i64,
+        ])
+    }
+
     /// Every name in the folder, `.` and `..` aside.
     pub fn names(&self) -> io::Result<Vec<OsString>> {
         let dir = rfs::Dir::read_from(&self.fd).map_err(io_error)?;

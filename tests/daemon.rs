@@ -551,3 +551,31 @@ fn a_closed_standard_output_ends_a_read_command_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_polling_daemon_over_many_old_pairs_idles() {
+    // Issue 11: `--poll` on an inbox of old request/response pairs rescanned every
+    // pair at every tick. A tick now looks at the folder's times first.
+    let (dir, inbox) = setup();
+    for i in 0..10_000 {
+        fs::write(inbox.join(format!("r{i}.json")), "{\"users\":[]}").unwrap();
+        fs::write(inbox.join(format!("r{i}.response.json")), "{}").unwrap();
+    }
+    let daemon = Daemon::start(dir.path(), &["--poll", "100"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = cpu_ticks(daemon.child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(daemon.child.id()) - before;
+    assert!(
+        used < 30,
+        "{used} CPU ticks in 3 s while idle over 10 000 pairs"
+    );
+    // And a new file is still seen at the next tick.
+    fs::write(inbox.join("new.json"), one_user("New")).unwrap();
+    assert!(wait_for(
+        &inbox.join("new.response.json"),
+        Duration::from_secs(5)
+    ));
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+}
