@@ -389,7 +389,7 @@ pub fn import(args: &ImportArgs, signals: daemon::Signals) -> ExitCode {
     let named: Vec<PathBuf> = args
         .files
         .iter()
-        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .filter_map(|f| process::request_key(f))
         .collect();
     if let Err(e) = process::replay_outbox(&store, settings.lang, &named) {
         return fail(&e);
@@ -432,8 +432,7 @@ pub fn import(args: &ImportArgs, signals: daemon::Signals) -> ExitCode {
 
 /// After a stop mid-file: what of `file` is committed, and how to finish it.
 fn say_where_it_stopped(store: &Store, file: &Path) {
-    let done = std::fs::canonicalize(file)
-        .ok()
+    let done = process::request_key(file)
         .and_then(|path| store.progress(&path).ok().flatten())
         .map_or(0, |p| p.next_index);
     eprintln!(

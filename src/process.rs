@@ -224,15 +224,22 @@ pub fn apply_file(store: &Store, request: &Path, settings: &Settings) -> Result<
 }
 
 /// The folder and name of a request named on the command line. The administrator's
-/// own links in the path are followed; the request itself is then opened like any in
-/// the inbox.
+/// own links in the folder's path are followed; the request itself is then opened
+/// like any in the inbox, never through a link: `import /srv/inbox/*.json` must not
+/// read a file an uploader linked there, nor write a response beside it.
 fn open_named(request: &Path) -> Result<(Folder, OsString), Error> {
-    let read_error = |source| Error::Read {
+    inbox::open_parent(request).map_err(|source| Error::Read {
         path: request.to_path_buf(),
         source,
-    };
-    let path = fs::canonicalize(request).map_err(read_error)?;
-    inbox::open_parent(&path).map_err(read_error)
+    })
+}
+
+/// The key the store knows the request at `path` (as given on the command line) by:
+/// its folder's canonical path and its name.
+pub fn request_key(path: &Path) -> Option<PathBuf> {
+    open_named(path)
+        .ok()
+        .map(|(folder, name)| folder.join(&name))
 }
 
 /// Judges `request` and commits it, up to its outbox entry, without flushing or

@@ -613,6 +613,37 @@ fn outside_request(env: &Env) -> (PathBuf, PathBuf, Vec<String>) {
 }
 
 #[test]
+fn import_of_a_request_name_linked_outside_the_inbox_reads_nothing_through_it() {
+    // `import /srv/inbox/*.json` run by the admin: a name the uploader made a link
+    // once had its target applied and a response written beside that target.
+    let env = Env::new();
+    let (dir, target, stolen) = outside_request(&env);
+    let before = snapshot(&dir);
+    let link = env.inbox().join("link.json");
+    symlink(&target, &link).unwrap();
+    let ran = run_limited(
+        userdrop_cmd(&env, &["import", link.to_str().unwrap()]),
+        COMMAND,
+    );
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    assert!(
+        ran.stderr.contains("not a regular file"),
+        "{}",
+        ran.describe()
+    );
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "something outside the inbox changed"
+    );
+    assert_eq!(
+        get(&env, &stolen[0]),
+        Some(1),
+        "the target's users were applied"
+    );
+}
+
+#[test]
 fn a_request_name_linked_outside_the_inbox_is_never_applied() {
     let env = Env::new();
     let (dir, target, stolen) = outside_request(&env);
