@@ -279,7 +279,7 @@ pub enum Verify {
     /// Its size and its content's hash: after a crash, when the time since is unknown
     /// and the device may have been renumbered. The same content uploaded again under
     /// the same name gets the response of the first upload, which describes it.
-    IdentityAndHash,
+    SizeAndHash,
 }
 
 /// Makes the committed files durable with one flush, then writes the response of
@@ -446,9 +446,9 @@ fn belongs(folder: &Folder, name: &OsStr, record: &FileRecord, verify: Verify) -
         // After a crash the device and inode numbers may have been renumbered (a
         // reboot, a FUSE remount) and the modification time moved (a FUSE file
         // system's write-back): the size and the content decide.
-        Verify::IdentityAndHash if look.identity.size != identity.size => return Ok(false),
-        Verify::IdentityAndHash if record.hash.is_empty() => return Ok(true),
-        Verify::IdentityAndHash => {}
+        Verify::SizeAndHash if look.identity.size != identity.size => return Ok(false),
+        Verify::SizeAndHash if record.hash.is_empty() => return Ok(true),
+        Verify::SizeAndHash => {}
     }
     let Some(opened) = folder.open_request(name)? else {
         return Ok(false);
@@ -480,7 +480,7 @@ pub fn replay_outbox(store: &Store, lang: Lang, except: &[PathBuf]) -> Result<us
         .into_iter()
         .filter(|r| !except.contains(&r.path))
         .collect();
-    let delivered = deliver_all(store, &pending, lang, Verify::IdentityAndHash)?;
+    let delivered = deliver_all(store, &pending, lang, Verify::SizeAndHash)?;
     for (record, outcome) in pending.iter().zip(&delivered) {
         if let Delivery::Failed(e) = outcome {
             tracing::error!(file = %record.path.display(), "{e}; it is tried again at the next rescan");
@@ -521,7 +521,7 @@ pub fn finish_interrupted(
             Err(e) => return Err(e),
         }
     }
-    let delivered = deliver_all(store, &finished, settings.lang, Verify::IdentityAndHash)?;
+    let delivered = deliver_all(store, &finished, settings.lang, Verify::SizeAndHash)?;
     for (record, outcome) in finished.iter().zip(&delivered) {
         if let Delivery::Failed(e) = outcome {
             tracing::error!(file = %record.path.display(), "{e}; it is tried again at the next rescan");
@@ -634,11 +634,10 @@ fn take_private(
         return Ok(Input::Memory(bytes));
     }
     let mut copy = store.new_copy(path)?;
-    let copied = rustix::fs::ioctl_ficlone(&copy, file).is_ok() || {
+    // A reflink where the file systems allow it; else an in-kernel copy.
+    if rustix::fs::ioctl_ficlone(&copy, file).is_err() {
         io::copy(&mut bounded(), &mut copy).map_err(read_error)?;
-        true
-    };
-    debug_assert!(copied);
+    }
     Ok(Input::Copy(copy))
 }
 
