@@ -7,13 +7,13 @@ use crate::daemon::{self, DaemonOptions};
 use crate::export::Format;
 use crate::hooks::{Hooks, Reload, Reloaded};
 use crate::inbox;
-use crate::messages::Lang;
 use crate::metrics::Metrics;
 use crate::model::Status;
-use crate::process::{self, Auth, Settings};
+use crate::options::{CheckArgs, Common, ImportArgs, Processing, RunArgs};
+use crate::process::{self, Settings};
 use crate::response;
-use crate::store::{Store, StoreError, StoreOptions};
-use clap::{Args, Parser, Subcommand};
+use crate::store::{Store, StoreError};
+use clap::{Parser, Subcommand};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,7 +38,6 @@ pub const EXIT_REJECTED: u8 = 3;
         user, upserts the valid ones into its store (keyed by email) and writes \
         NAME.response.json beside NAME.json, in the format of the platform's HTTP function.\n\n\
         Without a command, userdrop runs the daemon on ./watch with the store in ./data.",
-    args_conflicts_with_subcommands = true,
     after_help = "Exit codes: 0 every file OK; 3 some file WARNING or ERROR; \
         1 operational failure (store locked or unreadable, inbox missing, disk full); 2 bad usage."
 )]
@@ -56,7 +55,7 @@ pub enum Command {
     /// Apply these request files now; write each response beside its file.
     Import(ImportArgs),
     /// Validate files against the store and print the would-be responses; change nothing.
-    Check(ImportArgs),
+    Check(CheckArgs),
     /// Print the stored user with this email as JSON; exit 1 if there is none.
     Get {
         /// The email, in any case; it is trimmed and lower-cased like on import.
@@ -108,171 +107,6 @@ pub enum Command {
     },
 }
 
-/// Options every command takes.
-#[derive(Args, Debug, Clone)]
-pub struct Common {
-    /// A TOML config file: a key for every option below (flags and USERDROP_*
-    /// variables take precedence over it).
-    #[arg(long, value_name = "FILE", env = "USERDROP_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// The store's folder (created if missing; keep it outside the inbox).
-    #[arg(long, value_name = "DIR", default_value = "data", env = "USERDROP_DB")]
-    pub db: PathBuf,
-    /// sled's page cache, in MiB (at least 1).
-    #[arg(
-        long,
-        value_name = "MIB",
-        default_value_t = 64,
-        value_parser = clap::value_parser!(u64).range(1..),
-        env = "USERDROP_CACHE_MB"
-    )]
-    pub cache_mb: u64,
-    /// Log level for stderr (overridden by RUST_LOG).
-    #[arg(
-        long,
-        value_name = "LEVEL",
-        value_enum,
-        default_value_t = LogLevel::Info,
-        env = "USERDROP_LOG_LEVEL"
-    )]
-    pub log_level: LogLevel,
-    /// Log format for stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "USERDROP_LOG_FORMAT")]
-    pub log_format: LogFormat,
-}
-
-/// How much goes to stderr. A word that is not a level is refused (exit 2) rather
-/// than read as a filter that silently matches nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogLevel {
-    Error,
-    #[value(alias = "warning")]
-    Warn,
-    Info,
-    Debug,
-    Trace,
-    Off,
-}
-
-impl LogLevel {
-    /// The directive for `tracing`'s filter.
-    pub fn directive(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-            LogLevel::Off => "off",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Options of the commands that process request files.
-#[derive(Args, Debug, Clone)]
-pub struct Processing {
-    /// A token requests must carry (repeatable). With none, `token` is optional and ignored.
-    #[arg(
-        long = "token",
-        value_name = "T",
-        env = "USERDROP_TOKENS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub tokens: Vec<String>,
-    /// A file of tokens, one a line (blank lines and lines starting with # are
-    /// ignored), added to --token: it keeps them out of the process list. Read at
-    /// start and again on SIGHUP.
-    #[arg(long, value_name = "PATH", env = "USERDROP_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Files larger than this are rejected with ERROR without being read.
-    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024, env = "USERDROP_MAX_FILE_SIZE")]
-    pub max_file_size: u64,
-    /// Language of the response messages.
-    #[arg(long, value_enum, default_value_t = Lang::En, env = "USERDROP_LANG")]
-    pub lang: Lang,
-    /// Users applied per atomic step; bounds memory and what a crash can cut short.
-    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_STEP_USERS")]
-    pub step_users: u64,
-    /// Write Prometheus metrics (text format, for node_exporter's textfile collector)
-    /// to this file after every processed file (run and import).
-    #[arg(long, value_name = "PATH", env = "USERDROP_METRICS_FILE")]
-    pub metrics_file: Option<PathBuf>,
-    #[command(flatten)]
-    pub common: Common,
-}
-
-impl Processing {
-    pub fn settings(&self) -> Settings {
-        Settings {
-            max_file_size: self.max_file_size,
-            step_users: usize::try_from(self.step_users).unwrap_or(usize::MAX),
-            auth: Auth::new(self.tokens.iter().cloned()),
-            lang: self.lang,
-            stop: None,
-            meter: None,
-        }
-    }
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ImportArgs {
-    /// Request files (users/import JSON).
-    #[arg(required = true, value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-    #[command(flatten)]
-    pub processing: Processing,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    /// The inbox folder.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "watch",
-        env = "USERDROP_WATCH"
-    )]
-    pub watch: PathBuf,
-    /// Process the requests waiting in the inbox, then exit.
-    #[arg(long)]
-    pub once: bool,
-    /// Poll the inbox every MS milliseconds instead of using inotify events (for
-    /// NFS/SMB/FUSE mounts, where events do not arrive).
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_POLL")]
-    pub poll: Option<u64>,
-    /// Full rescan of the inbox every SECS seconds, in both modes, so that no file is
-    /// missed after an event-queue overflow.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_RESCAN")]
-    pub rescan: u64,
-    /// How long a file that does not parse must stay unchanged before it gets ERROR,
-    /// in milliseconds (a partial upload is waited for until then).
-    #[arg(
-        long,
-        value_name = "MS",
-        default_value_t = 2000,
-        env = "USERDROP_SETTLE"
-    )]
-    pub settle: u64,
-    #[command(flatten)]
-    pub processing: Processing,
-}
-
-impl Common {
-    pub fn open_store(&self) -> Result<Store, crate::store::StoreError> {
-        let options = StoreOptions {
-            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
-        };
-        Store::open(&self.db, &options)
-    }
-}
-
 /// What to say when `db` holds no store (sled's log file `db`, which every store has):
 /// the read commands never create one (SPEC §6), so a wrong folder is an operational
 /// failure naming the path, not an empty store that answers "no user".
@@ -285,12 +119,35 @@ fn no_store(db: &Path) -> Option<String> {
     })
 }
 
+/// The daemon's options also sit at the top level, for `userdrop --watch DIR` without
+/// a command. Given before another command they would be silently ignored (only
+/// [`Common`]'s are global), so they are refused, naming the command that takes them.
+pub fn misplaced(matches: &clap::ArgMatches) -> Option<clap::Error> {
+    let (name, _) = matches.subcommand()?;
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    let flag = cli
+        .get_arguments()
+        .filter(|a| !a.is_global_set())
+        .find(|a| {
+            matches.value_source(a.get_id().as_str())
+                == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .and_then(|a| a.get_long().map(str::to_owned))?;
+    Some(cli.error(
+        clap::error::ErrorKind::ArgumentConflict,
+        format!(
+            "--{flag} is an option of the daemon (`userdrop run --{flag} ...`), not of `{name}`; only --db, --config, --cache-mb, --log-level and --log-format may come before a command's name"
+        ),
+    ))
+}
+
 impl Cli {
     pub fn common(&self) -> &Common {
         match &self.command {
             None => &self.run.processing.common,
             Some(Command::Run(a) | Command::Config { run: a, .. }) => &a.processing.common,
-            Some(Command::Import(a) | Command::Check(a)) => &a.processing.common,
+            Some(Command::Import(a)) => &a.processing.common,
+            Some(Command::Check(a)) => &a.common,
             Some(
                 Command::Get { common, .. }
                 | Command::Export { common, .. }
@@ -321,9 +178,8 @@ pub fn configure(
         None => daemon_config(&mut args.run, own),
         Some(Command::Run(run)) => daemon_config(run, own),
         Some(Command::Config { run, .. }) => Ok((config::resolve_run(run, own)?, None)),
-        Some(Command::Import(a) | Command::Check(a)) => {
-            Ok((config::resolve_processing(&mut a.processing, own)?, None))
-        }
+        Some(Command::Import(a)) => Ok((config::resolve_processing(&mut a.processing, own)?, None)),
+        Some(Command::Check(a)) => Ok((config::resolve_check(a, own)?, None)),
         Some(
             Command::Get { common, .. }
             | Command::Export { common, .. }
@@ -506,9 +362,9 @@ fn for_each_file(
 }
 
 /// `check FILE...`: the would-be responses on stdout, one JSON document per file.
-pub fn check(args: &ImportArgs) -> ExitCode {
-    let settings = args.processing.settings();
-    let common = &args.processing.common;
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let settings = args.rules.settings();
+    let common = &args.common;
     // No store yet: judged against an empty one, and none is created.
     let opened = match no_store(&common.db) {
         Some(_) => Store::scratch().map_err(|e| e.to_string()),
@@ -745,11 +601,79 @@ pub fn completions(shell: clap_complete::Shell) -> ExitCode {
     print(Ok(text))
 }
 
-/// `man`: userdrop(1).
+/// `man`: userdrop(1), one page for every command. clap_mangen's own page lists the
+/// commands as `userdrop-run(1)` and so on, pages that do not exist; here each
+/// command gets a subsection with its usage, its description and its own options
+/// (the global ones are listed once, at the top).
 pub fn man() -> ExitCode {
+    print(render_man())
+}
+
+fn render_man() -> io::Result<Vec<u8>> {
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    cli.build();
     let mut text = Vec::new();
-    let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-    print(man.render(&mut text).map(|()| text))
+    let page = clap_mangen::Man::new(cli.clone());
+    page.render_title(&mut text)?;
+    page.render_name_section(&mut text)?;
+    page.render_synopsis_section(&mut text)?;
+    page.render_description_section(&mut text)?;
+    page.render_options_section(&mut text)?;
+    roff::Roff::new()
+        .control("SH", ["COMMANDS"])
+        .text([roff::roman(
+            "Every command takes --db, --config, --cache-mb, --log-level and --log-format (above), before or after its name. The options above the daemon's own (--watch and the rest) belong to run, the default command. `userdrop COMMAND --help` shows each command's options too.",
+        )])
+        .to_writer(&mut text)?;
+    for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+        render_command(sub, &mut text)?;
+    }
+    // The after-help text is the exit codes: the section man pages give them under.
+    let mut extra = Vec::new();
+    page.render_extra_section(&mut extra)?;
+    let extra = String::from_utf8_lossy(&extra).replacen(".SH EXTRA", ".SH \"EXIT STATUS\"", 1);
+    text.extend_from_slice(extra.as_bytes());
+    page.render_version_section(&mut text)?;
+    Ok(text)
+}
+
+/// One command's subsection: usage, description, and its options but the global ones.
+fn render_command(sub: &clap::Command, text: &mut Vec<u8>) -> io::Result<()> {
+    let own: Vec<clap::Arg> = sub
+        .get_arguments()
+        .filter(|a| !a.is_global_set() && a.get_id() != "help")
+        .cloned()
+        .collect();
+    let usage = clap::Command::new("userdrop")
+        .bin_name(format!("userdrop {}", sub.get_name()))
+        .disable_help_flag(true)
+        .args(own.clone())
+        .render_usage()
+        .to_string();
+    let about = sub
+        .get_long_about()
+        .or_else(|| sub.get_about())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let mut roff = roff::Roff::new();
+    roff.control("SS", [sub.get_name()]);
+    roff.text([roff::bold(usage.trim_start_matches("Usage: "))]);
+    for paragraph in about.split("\n\n") {
+        roff.control("PP", []).text([roff::roman(paragraph)]);
+    }
+    roff.to_writer(text)?;
+    if own.iter().any(|a| !a.is_positional()) {
+        let options = clap::Command::new("userdrop")
+            .disable_help_flag(true)
+            .args(own);
+        let mut rendered = Vec::new();
+        clap_mangen::Man::new(options).render_options_section(&mut rendered)?;
+        // Its heading would start a section of its own; under a command it is a paragraph.
+        let rendered =
+            String::from_utf8_lossy(&rendered).replacen(".SH OPTIONS", ".PP\nOptions:", 1);
+        text.extend_from_slice(rendered.as_bytes());
+    }
+    Ok(())
 }
 
 /// Prints generated text whole, or says why not; a closed pipe is an error like any

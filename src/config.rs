@@ -15,8 +15,8 @@
 //! error naming the key and the file (exit code 2: the configuration given is wrong,
 //! as with a bad flag).
 
-use crate::cli::{Common, LogFormat, LogLevel, Processing, RunArgs};
 use crate::messages::Lang;
+use crate::options::{CheckArgs, Common, LogFormat, LogLevel, Processing, Rules, RunArgs};
 use clap::ValueEnum;
 use clap::parser::{ArgMatches, ValueSource};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -179,7 +179,7 @@ impl Layer<'_> {
 
     /// The token file, if one is given, read now (and again at each reload): its
     /// tokens are added to the others.
-    fn token_file(&mut self, p: &mut Processing) -> Result<(), ConfigError> {
+    fn token_file(&mut self, p: &mut Rules) -> Result<(), ConfigError> {
         let from_file = self.file.token_file.clone().map(Some);
         self.pick("token_file", &mut p.token_file, from_file, |f| {
             f.as_deref().map(path).unwrap_or_else(|| "(none)".into())
@@ -193,17 +193,23 @@ impl Layer<'_> {
         Ok(())
     }
 
-    fn processing(&mut self, p: &mut Processing) -> Result<(), ConfigError> {
+    fn rules(&mut self, r: &mut Rules) -> Result<(), ConfigError> {
         let f = self.file;
-        self.pick("tokens", &mut p.tokens, f.tokens.clone(), |t| masked(t));
-        self.token_file(p)?;
+        self.pick("tokens", &mut r.tokens, f.tokens.clone(), |t| masked(t));
+        self.token_file(r)?;
         self.pick(
             "max_file_size",
-            &mut p.max_file_size,
+            &mut r.max_file_size,
             f.max_file_size,
             u64::to_string,
         );
-        self.pick("lang", &mut p.lang, f.lang, name_of);
+        self.pick("lang", &mut r.lang, f.lang, name_of);
+        Ok(())
+    }
+
+    fn processing(&mut self, p: &mut Processing) -> Result<(), ConfigError> {
+        let f = self.file;
+        self.rules(&mut p.rules)?;
         self.pick(
             "step_users",
             &mut p.step_users,
@@ -342,6 +348,19 @@ pub fn resolve_processing(
     Ok(effective(&p.common, layer.entries))
 }
 
+/// `check`'s: the rules and the common options, no more.
+pub fn resolve_check(c: &mut CheckArgs, matches: &ArgMatches) -> Result<Effective, ConfigError> {
+    let file = load_for(&c.common)?;
+    let mut layer = Layer {
+        matches,
+        file: &file,
+        entries: Vec::new(),
+    };
+    layer.rules(&mut c.rules)?;
+    layer.common(&mut c.common);
+    Ok(effective(&c.common, layer.entries))
+}
+
 pub fn resolve_run(r: &mut RunArgs, matches: &ArgMatches) -> Result<Effective, ConfigError> {
     let file = load_for(&r.processing.common)?;
     let mut layer = Layer {
@@ -387,7 +406,7 @@ impl Reloader {
     /// Whether a reload has anything to read again: the config file, or a token file
     /// named by a flag or variable.
     pub fn has_files(&self) -> bool {
-        self.file().is_some() || self.base.processing.token_file.is_some()
+        self.file().is_some() || self.base.processing.rules.token_file.is_some()
     }
 
     /// Reads the config file again; returns the new arguments and the keys whose new

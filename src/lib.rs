@@ -17,6 +17,7 @@ pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod options;
 pub mod process;
 pub mod request;
 pub mod response;

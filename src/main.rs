@@ -2,9 +2,10 @@ use clap::{CommandFactory, FromArgMatches};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
-use userdrop::cli::{self, Cli, Command, LogFormat};
+use userdrop::cli::{self, Cli, Command};
 use userdrop::control::Query;
 use userdrop::daemon::Signals;
+use userdrop::options::LogFormat;
 
 // sled allocates and frees many small, short-lived buffers per insert; under glibc's
 // malloc a 1M-user import spent over a third of its time in the allocator and its
@@ -29,6 +30,9 @@ fn main() -> ExitCode {
     // Parsed in two steps because the config file needs to know which values clap
     // took from their defaults (see `config`).
     let matches = Cli::command().get_matches();
+    if let Some(e) = cli::misplaced(&matches) {
+        e.exit();
+    }
     let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let signals = match &args.command {
         None | Some(Command::Run(_) | Command::Import(_)) => Some(signals),
