@@ -54,9 +54,13 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("cannot open the store {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
-    #[error("store failure: {0}")]
+    #[error(
+        "the store failed: {0}; check the disk (free space, errors in dmesg), then start userdrop again: a file cut short resumes"
+    )]
     Sled(#[from] sled::Error),
-    #[error("a record in the store cannot be read ({key}): {reason}")]
+    #[error(
+        "a record in the store cannot be read ({key}): {reason}; the store is damaged or was written by another version of userdrop"
+    )]
     Corrupt { key: String, reason: String },
     #[error("the log spool {path} cannot be written or read: {source}")]
     Spool { path: PathBuf, source: io::Error },
