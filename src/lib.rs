@@ -24,4 +24,5 @@ pub mod response;
 pub mod schema;
 pub mod store;
 pub mod validate;
+pub mod version;
 pub mod watch;

@@ -30,6 +30,7 @@
 
 use crate::messages::Message;
 use crate::model::{Email, Identity, Meta, Status, StoredUser, UserData};
+use crate::version;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -64,6 +65,8 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the log spool {path} cannot be written or read: {source}")]
     Spool { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Format(#[from] crate::version::FormatError),
     #[error("cannot make the store {path} durable (fsync): {source}")]
     Durable { path: PathBuf, source: io::Error },
 }
@@ -639,6 +642,8 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. Fails at once with
     /// [`StoreError::Locked`] when another process holds it.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
+        // Before sled, which writes as it opens: a store refused is left as it was.
+        let recorded = version::check(dir)?;
         let db = match open_sled(dir, options) {
             // sled 0.34 writes a snapshot as `snap.N.generating`, then renames it to
             // `snap.N`; but on open it reads the highest `snap.*` name, which sorts the
@@ -679,6 +684,12 @@ impl Store {
         // What sled wrote at open (its `conf` is never synced by sled itself) and the
         // folders just created are made durable before anything counts on them.
         store.flush()?;
+        if recorded == version::Recorded::Nothing {
+            version::record(dir).map_err(|e| StoreError::Durable {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        }
         Ok(store)
     }
 
