@@ -9,7 +9,9 @@ use crate::hooks::{Hooks, Reload, Reloaded};
 use crate::inbox;
 use crate::metrics::Metrics;
 use crate::model::Status;
-use crate::options::{CheckArgs, Common, ImportArgs, Processing, RunArgs};
+use crate::options::{
+    CheckArgs, Common, DeleteArgs, ImportArgs, Processing, RunArgs, SnapshotArgs,
+};
 use crate::process::{self, Settings};
 use crate::response;
 use crate::store::{Store, StoreError};
@@ -80,6 +82,14 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Erase these users from the store (the right to erasure); exit 1 if none was
+    /// stored. Names the files in the inbox that still mention them.
+    Delete(DeleteArgs),
+    /// Write a consistent, full snapshot of the store (users with their meta, the
+    /// file history, the counters) to FILE; works while the daemon runs.
+    Backup(SnapshotArgs),
+    /// Load a backup into an empty store.
+    Restore(SnapshotArgs),
     /// Print a JSON Schema (draft 2020-12) of the request file, for editors and CI.
     ///
     /// By default only the request format: the known keys and each field's JSON type.
@@ -148,6 +158,8 @@ impl Cli {
             Some(Command::Run(a) | Command::Config { run: a, .. }) => &a.processing.common,
             Some(Command::Import(a)) => &a.processing.common,
             Some(Command::Check(a)) => &a.common,
+            Some(Command::Delete(a)) => &a.common,
+            Some(Command::Backup(a) | Command::Restore(a)) => &a.common,
             Some(
                 Command::Get { common, .. }
                 | Command::Export { common, .. }
@@ -180,6 +192,10 @@ pub fn configure(
         Some(Command::Config { run, .. }) => Ok((config::resolve_run(run, own)?, None)),
         Some(Command::Import(a)) => Ok((config::resolve_processing(&mut a.processing, own)?, None)),
         Some(Command::Check(a)) => Ok((config::resolve_check(a, own)?, None)),
+        Some(Command::Delete(a)) => Ok((config::resolve_delete(a, own)?, None)),
+        Some(Command::Backup(a) | Command::Restore(a)) => {
+            Ok((config::resolve_common(&mut a.common, own)?, None))
+        }
         Some(
             Command::Get { common, .. }
             | Command::Export { common, .. }
@@ -395,19 +411,7 @@ pub fn check(args: &CheckArgs) -> ExitCode {
 pub fn read(query: &Query, common: &Common) -> ExitCode {
     let stdout = Stdout::default();
     let mut out = BufWriter::new(stdout.clone());
-    if let Some(missing) = no_store(&common.db) {
-        return fail(&missing);
-    }
-    let reply = match common.open_store() {
-        Ok(store) => control::answer(&store, query, &mut out),
-        Err(StoreError::Locked(dir)) => control::ask(&common.db, query, &mut out).map_err(|e| {
-            format!(
-                "the store {} is held by another process and its control socket did not answer ({e}); is a userdrop daemon running on it?",
-                dir.display()
-            )
-        }),
-        Err(e) => Err(e.to_string()),
-    };
+    let reply = ask_store(query, common, &mut out);
     let flushed = out.flush();
     if stdout.closed() {
         // `| head` has what it wanted (SPEC §6: a closed output ends quietly).
@@ -416,12 +420,207 @@ pub fn read(query: &Query, common: &Common) -> ExitCode {
     if let Err(e) = flushed {
         return fail(&e);
     }
+    ExitCode::from(said(reply))
+}
+
+/// Answers `query` from the store, or, when a daemon holds it, through the daemon.
+/// A missing store is an error: the read commands never create one.
+fn ask_store(
+    query: &Query,
+    common: &Common,
+    out: &mut dyn Write,
+) -> Result<control::Reply, String> {
+    if let Some(missing) = no_store(&common.db) {
+        return Err(missing);
+    }
+    match common.open_store() {
+        Ok(store) => control::answer(&store, query, out),
+        Err(StoreError::Locked(dir)) => control::ask(&common.db, query, out).map_err(|e| {
+            format!(
+                "the store {} is held by another process and its control socket did not answer ({e}); is a userdrop daemon running on it?",
+                dir.display()
+            )
+        }),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Prints a reply's note, or the error; the exit code.
+fn said(reply: Result<control::Reply, String>) -> u8 {
     match reply {
         Ok(reply) => {
             if let Some(note) = reply.note {
                 eprintln!("userdrop: {note}");
             }
-            ExitCode::from(reply.exit)
+            reply.exit
+        }
+        Err(e) => {
+            eprintln!("userdrop: error: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// `delete EMAIL...`: erases the users, through the daemon if it holds the store,
+/// then names (or with `--purge-files` removes) the files that still mention them.
+pub fn delete(args: &DeleteArgs) -> ExitCode {
+    let query = Query::Delete {
+        emails: args.emails.clone(),
+    };
+    let mut out = io::stdout().lock();
+    let code = said(ask_store(&query, &args.common, &mut out));
+    if code == EXIT_FAILURE && no_store(&args.common.db).is_some() {
+        return ExitCode::from(code);
+    }
+    let emails: Vec<crate::model::Email> = args
+        .emails
+        .iter()
+        .filter_map(|e| crate::model::Email::parse(e))
+        .collect();
+    let mentions =
+        match crate::erase::find(std::slice::from_ref(&args.watch), &emails, args.purge_files) {
+            Ok(m) => m,
+            Err(e) => {
+                return fail(&format!(
+                    "cannot search the inbox {} for files that mention them: {e}",
+                    args.watch.display()
+                ));
+            }
+        };
+    for path in &mentions.removed {
+        let _ = writeln!(out, "removed {}", path.display());
+    }
+    for path in &mentions.remaining {
+        let _ = writeln!(out, "still mentioned in {}", path.display());
+    }
+    if !mentions.remaining.is_empty() {
+        eprintln!(
+            "userdrop: {} file(s) still hold these addresses; remove each request before its response (a response removed alone makes the daemon apply its request again){}",
+            mentions.remaining.len(),
+            if args.purge_files {
+                ""
+            } else {
+                ", or run again with --purge-files to remove the pairs that hold no one else"
+            }
+        );
+    }
+    ExitCode::from(code)
+}
+
+/// `backup FILE|-`: from the store, or through the daemon that holds it; a file is
+/// written under a temporary name and put in place only when whole and synced.
+pub fn backup(args: &SnapshotArgs) -> ExitCode {
+    let to_stdout = args.file.as_os_str() == "-";
+    let how = match to_stdout {
+        true => crate::backup::Compression::None,
+        false => crate::backup::Compression::for_name(&args.file),
+    };
+    let mut target = match to_stdout {
+        true => None,
+        false => match crate::backup::Target::create(&args.file) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                return fail(&format!(
+                    "cannot write the backup {}: {e}",
+                    args.file.display()
+                ));
+            }
+        },
+    };
+    let stdout = Stdout::default();
+    let sink: Box<dyn Write + '_> = match &mut target {
+        Some(t) => Box::new(t.file()),
+        None => Box::new(stdout.clone()),
+    };
+    let written = take_backup(args, sink, how);
+    if stdout.closed() {
+        return ExitCode::from(EXIT_OK);
+    }
+    let committed = match (written, target) {
+        (Ok(summary), Some(t)) => t.commit().map(|()| summary).map_err(|e| e.to_string()),
+        (Ok(summary), None) => Ok(summary),
+        (Err(e), Some(t)) => {
+            t.abandon();
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+    };
+    match committed {
+        Ok(summary) => {
+            eprintln!(
+                "userdrop: backed up {} users and {} files to {}",
+                summary.users,
+                summary.files,
+                if to_stdout {
+                    "standard output".into()
+                } else {
+                    args.file.display().to_string()
+                }
+            );
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// Writes the backup, compressed as asked, and checks that it ended whole: what the
+/// daemon sent must end with the `end` line, whose counts are the summary.
+fn take_backup(
+    args: &SnapshotArgs,
+    sink: Box<dyn Write + '_>,
+    how: crate::backup::Compression,
+) -> Result<crate::backup::Summary, String> {
+    let compressed =
+        crate::backup::Compressed::new(BufWriter::new(sink), how).map_err(|e| e.to_string())?;
+    let mut out = crate::backup::Tail::new(compressed);
+    let reply = ask_store(&Query::Backup, &args.common, &mut out)?;
+    if reply.exit != EXIT_OK {
+        return Err(reply.note.unwrap_or_else(|| "the backup failed".into()));
+    }
+    let summary = out
+        .summary()
+        .ok_or("the backup was cut short: it has no end line")?;
+    out.into_inner()
+        .finish()
+        .and_then(|mut w| w.flush())
+        .map_err(|e| e.to_string())?;
+    Ok(summary)
+}
+
+/// `restore FILE|-`: a backup into an empty store (or one a restore left unfinished).
+pub fn restore(args: &SnapshotArgs) -> ExitCode {
+    let input: Box<dyn io::Read> = if args.file.as_os_str() == "-" {
+        Box::new(io::stdin())
+    } else {
+        match std::fs::File::open(&args.file) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                return fail(&format!(
+                    "cannot read the backup {}: {e}",
+                    args.file.display()
+                ));
+            }
+        }
+    };
+    let store = match args.common.open_store_to_restore() {
+        Ok(s) => s,
+        Err(StoreError::Locked(dir)) => {
+            return fail(&format!(
+                "the store {} is held by a running userdrop; a restore needs the store to itself: stop the daemon, restore, then start it again",
+                dir.display()
+            ));
+        }
+        Err(e) => return fail(&e),
+    };
+    match crate::backup::restore(&store, &args.common.db, input) {
+        Ok(summary) => {
+            eprintln!(
+                "userdrop: restored {} users and {} files into {}",
+                summary.users,
+                summary.files,
+                args.common.db.display()
+            );
+            ExitCode::from(EXIT_OK)
         }
         Err(e) => fail(&e),
     }

@@ -16,7 +16,9 @@
 //! as with a bad flag).
 
 use crate::messages::Lang;
-use crate::options::{CheckArgs, Common, LogFormat, LogLevel, Processing, Rules, RunArgs};
+use crate::options::{
+    CheckArgs, Common, DeleteArgs, LogFormat, LogLevel, Processing, Rules, RunArgs,
+};
 use clap::ValueEnum;
 use clap::parser::{ArgMatches, ValueSource};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -359,6 +361,19 @@ pub fn resolve_check(c: &mut CheckArgs, matches: &ArgMatches) -> Result<Effectiv
     layer.rules(&mut c.rules)?;
     layer.common(&mut c.common);
     Ok(effective(&c.common, layer.entries))
+}
+
+/// `delete`'s: the inbox it searches, and the common options.
+pub fn resolve_delete(d: &mut DeleteArgs, matches: &ArgMatches) -> Result<Effective, ConfigError> {
+    let file = load_for(&d.common)?;
+    let mut layer = Layer {
+        matches,
+        file: &file,
+        entries: Vec::new(),
+    };
+    layer.pick("watch", &mut d.watch, file.watch.clone(), |p| path(p));
+    layer.common(&mut d.common);
+    Ok(effective(&d.common, layer.entries))
 }
 
 pub fn resolve_run(r: &mut RunArgs, matches: &ArgMatches) -> Result<Effective, ConfigError> {

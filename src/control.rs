@@ -32,9 +32,21 @@ pub const SOCKET: &str = "userdrop.sock";
 /// A read command.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Query {
-    Get { email: String },
-    Export { format: Format },
-    Stats { json: bool },
+    Get {
+        email: String,
+    },
+    Export {
+        format: Format,
+    },
+    Stats {
+        json: bool,
+    },
+    /// Erase these users; prints `erased EMAIL` for each one that was stored.
+    Delete {
+        emails: Vec<String>,
+    },
+    /// A backup of the whole store (see `backup`), uncompressed.
+    Backup,
 }
 
 /// The header of an answer.
@@ -99,7 +111,39 @@ pub fn answer(store: &Store, query: &Query, out: &mut dyn Write) -> Result<Reply
             written.map_err(|e| e.to_string())?;
             Ok(ok)
         }
+        Query::Delete { emails } => delete(store, emails, out),
+        Query::Backup => {
+            crate::backup::write(store, out).map_err(|e| e.to_string())?;
+            Ok(ok)
+        }
     }
+}
+
+/// `delete`: erases the users and says which were not stored.
+fn delete(store: &Store, emails: &[String], out: &mut dyn Write) -> Result<Reply, String> {
+    let (valid, invalid): (Vec<_>, Vec<_>) = emails
+        .iter()
+        .map(|e| Email::parse(e).ok_or(e))
+        .partition(Result::is_ok);
+    let valid: Vec<Email> = valid.into_iter().flatten().collect();
+    let erased = store.delete(&valid).map_err(|e| e.to_string())?;
+    for email in &erased {
+        writeln!(out, "erased {email}").map_err(|e| e.to_string())?;
+    }
+    let mut absent: Vec<String> = valid
+        .iter()
+        .filter(|e| !erased.contains(e))
+        .map(ToString::to_string)
+        .collect();
+    absent.dedup();
+    absent.extend(
+        invalid
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| format!("{:?} (not a valid email)", e.trim())),
+    );
+    let note = (!absent.is_empty()).then(|| format!("no user with email {}", absent.join(", ")));
+    Ok(Reply::done(if erased.is_empty() { 1 } else { 0 }, note))
 }
 
 pub fn socket_path(db: &Path) -> PathBuf {
@@ -259,7 +303,8 @@ impl Query {
     fn patience(&self) -> Duration {
         match self {
             Query::Get { .. } | Query::Stats { .. } => Duration::from_secs(10),
-            Query::Export { .. } => Duration::from_secs(300),
+            Query::Export { .. } | Query::Backup => Duration::from_secs(300),
+            Query::Delete { .. } => Duration::from_secs(60),
         }
     }
 }

@@ -5,10 +5,12 @@
 //! → `response` (write), with `process` driving one file through them and `cli`
 //! wiring the commands.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod erase;
 pub mod export;
 pub mod hooks;
 pub mod inbox;

@@ -78,6 +78,9 @@ fn main() -> ExitCode {
             cli::read(&Query::Export { format: *format }, common)
         }
         Some(Command::Stats { json, common }) => cli::read(&Query::Stats { json: *json }, common),
+        Some(Command::Delete(a)) => cli::delete(a),
+        Some(Command::Backup(a)) => cli::backup(a),
+        Some(Command::Restore(a)) => cli::restore(a),
         Some(Command::Schema { strict }) => cli::schema(*strict),
         Some(Command::Completions { shell }) => cli::completions(*shell),
         Some(Command::Man) => cli::man(),

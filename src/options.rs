@@ -205,9 +205,56 @@ pub struct RunArgs {
 
 impl Common {
     pub fn open_store(&self) -> Result<Store, crate::store::StoreError> {
+        Store::open(&self.db, &self.store_options())
+    }
+
+    /// The store as `restore` opens it: a restore that did not finish is started over.
+    pub fn open_store_to_restore(&self) -> Result<Store, crate::store::StoreError> {
         let options = StoreOptions {
-            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
+            restoring: true,
+            ..self.store_options()
         };
         Store::open(&self.db, &options)
     }
+
+    fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
+            ..StoreOptions::default()
+        }
+    }
+}
+
+/// `delete EMAIL...`.
+#[derive(Args, Debug, Clone)]
+pub struct DeleteArgs {
+    /// The emails of the users to erase, in any case (trimmed and lower-cased like on
+    /// import).
+    #[arg(required = true, value_name = "EMAIL")]
+    pub emails: Vec<String>,
+    /// The inbox, searched for request and response files that still mention them.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "watch",
+        env = "USERDROP_WATCH"
+    )]
+    pub watch: PathBuf,
+    /// Also remove each request that holds only these users, and its response (the
+    /// request first); files that mention anyone else are only named.
+    #[arg(long)]
+    pub purge_files: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// `backup FILE` and `restore FILE`.
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotArgs {
+    /// The backup file (`-`: standard output or input). A name ending in `.gz` or
+    /// `.zst` is compressed; restore recognises either by its content.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
 }
