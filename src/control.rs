@@ -252,10 +252,35 @@ fn serve_one(store: &Store, stream: UnixStream) -> io::Result<()> {
     set_timeouts(&stream)?;
     let line = read_query(&stream)?;
     let query: Query = serde_json::from_str(&line).map_err(io::Error::other)?;
+    if let Query::Backup = query {
+        return serve_backup(store, stream);
+    }
     // Answer into memory first: the header carries the exit code, known only at the end.
     let mut body = Vec::new();
     let reply = answer(store, &query, &mut body).unwrap_or_else(|e| Reply::done(1, Some(e)));
     write_reply(stream, &reply, &body)
+}
+
+/// A backup is the whole store: it is written to a file no one else can see (in the
+/// store's private folder, gone when closed) before the header, so that memory stays
+/// flat and the store's gate is held only for as long as the store is read, never
+/// for as long as a slow client takes to read the answer.
+fn serve_backup(store: &Store, stream: UnixStream) -> io::Result<()> {
+    let mut file = store.scratch_file()?;
+    let reply = {
+        let mut out = io::BufWriter::new(&mut file);
+        let reply = answer(store, &Query::Backup, &mut out);
+        out.flush()?;
+        reply.unwrap_or_else(|e| Reply::done(1, Some(e)))
+    };
+    io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+    let mut out = io::BufWriter::new(stream);
+    serde_json::to_writer(&mut out, &reply)?;
+    out.write_all(b"\n")?;
+    if reply.exit == 0 {
+        io::copy(&mut file, &mut out)?;
+    }
+    out.flush()
 }
 
 /// The query line, read within [`CLIENT_TIMEOUT`] in all: a read timeout alone would

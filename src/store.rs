@@ -1024,6 +1024,35 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// A file in the store's private folder that no other process can open, gone when
+    /// closed: room for an answer too big for memory (a backup served to a client).
+    pub fn scratch_file(&self) -> io::Result<fs::File> {
+        use rustix::fs::{Mode, OFlags};
+        let mode = Mode::from_raw_mode(0o600);
+        match rustix::fs::open(
+            &self.spool.dir,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            mode,
+        ) {
+            Ok(fd) => Ok(fs::File::from(fd)),
+            // A file system without O_TMPFILE: a named file, removed at once.
+            Err(_) => {
+                let path = self.spool.dir.join(format!(
+                    ".scratch-{}-{}.tmp",
+                    std::process::id(),
+                    Utc::now().timestamp_nanos_opt().unwrap_or_default()
+                ));
+                let file = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                fs::remove_file(&path)?;
+                Ok(file)
+            }
+        }
+    }
+
     /// Erases these users (the right to erasure); returns those that were stored.
     /// Durable on return. A file being applied at the same moment may store one of
     /// them again: its step read the user before the erasure and writes after it.
