@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::model::Status;
 use crate::process::{self, Auth, Settings};
 use crate::response;
+use crate::retention::{self, Age, Retention};
 use crate::store::{Store, StoreError, StoreOptions};
 use clap::{Args, Parser, Subcommand};
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -260,8 +261,34 @@ pub struct RunArgs {
         env = "USERDROP_SETTLE"
     )]
     pub settle: u64,
+    /// Move each request and its response, once both are older than --archive-after,
+    /// into DIR/YYYY-MM-DD/ (the day the response was written, UTC), the request
+    /// first. DIR is created (0750) if missing; it must be outside the inbox and on
+    /// its file system.
+    #[arg(long, value_name = "DIR", env = "USERDROP_ARCHIVE")]
+    pub archive: Option<PathBuf>,
+    /// How old a request and its response must both be before --archive moves them:
+    /// a whole number and a unit, s, m, h or d (90s, 15m, 12h, 7d).
+    #[arg(long, value_name = "DURATION", value_parser = retention::parse_age, env = "USERDROP_ARCHIVE_AFTER")]
+    pub archive_after: Option<Age>,
+    /// Delete each request and its response once both are older than this (90s, 15m,
+    /// 12h, 7d), the request first; the store's history keeps their record. Not with
+    /// --archive.
+    #[arg(long, value_name = "DURATION", value_parser = retention::parse_age, env = "USERDROP_DELETE_AFTER")]
+    pub delete_after: Option<Age>,
     #[command(flatten)]
     pub processing: Processing,
+}
+
+impl RunArgs {
+    /// The retention the arguments ask for (`None`: off); `Err` is bad usage.
+    pub fn retention(&self) -> Result<Option<retention::Policy>, String> {
+        retention::Policy::from_settings(
+            self.archive.as_deref(),
+            self.archive_after,
+            self.delete_after,
+        )
+    }
 }
 
 impl Common {
@@ -358,6 +385,24 @@ pub fn show_config(effective: &Effective, json: bool) -> ExitCode {
     match io::stdout().lock().write_all(text.as_bytes()) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => fail(&e),
+    }
+}
+
+/// Prints a usage error found after parsing (a combination of settings) like clap's.
+fn usage(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("userdrop: error: {error}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Opens what the retention settings ask for, or says why not (exit 2 or 1).
+fn open_retention(args: &RunArgs) -> Result<Option<Arc<Retention>>, ExitCode> {
+    let Some(policy) = args.retention().map_err(|e| usage(&e))? else {
+        return Ok(None);
+    };
+    match Retention::open(&policy, &args.watch) {
+        Ok(opened) => Ok(Some(Arc::new(opened))),
+        Err(retention::OpenError::Usage(e)) => Err(usage(&e)),
+        Err(retention::OpenError::Failure(e)) => Err(fail(&e)),
     }
 }
 
@@ -608,12 +653,19 @@ impl Write for Stdout {
 /// `signals` were installed first thing at start-up.
 pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals) -> ExitCode {
     let settings = args.processing.settings();
+    if let Err(e) = args.retention() {
+        return usage(&e);
+    }
     if !args.watch.is_dir() {
         return fail(&format!(
             "the inbox {} is not a folder; create it or give --watch DIR",
             args.watch.display()
         ));
     }
+    let retention = match open_retention(args) {
+        Ok(retention) => retention,
+        Err(code) => return code,
+    };
     let store = match args.processing.common.open_store() {
         Ok(s) => s,
         Err(e) => return fail(&e),
@@ -646,6 +698,7 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         rescan: Duration::from_secs(args.rescan),
         settle: Duration::from_millis(args.settle),
         once: args.once,
+        retention,
         store: args.processing.common.db.clone(),
         signals,
         hooks: Hooks {

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod process;
 pub mod request;
 pub mod response;
+pub mod retention;
 pub mod schema;
 pub mod store;
 pub mod validate;
