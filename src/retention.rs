@@ -378,6 +378,7 @@ impl Sweeper {
         if !self.synced(inbox, &days, failed) {
             return tally;
         }
+        crate::process::fault_point("retention-between-phases");
         for (item, slot) in ready {
             match self.response_away(inbox, &item, slot, &days) {
                 Ok(()) if item.requests.is_empty() => tally.orphans += 1,
