@@ -15,7 +15,10 @@
 //!   replaced by a plain `renameat`, which replaces the name, never writes through it;
 //!   anything else there is an error about that one response;
 //! - names are removed with `unlinkat`, which removes a link, not its target, and
-//!   fails on a folder.
+//!   fails on a folder;
+//! - retention moves a name into another held folder with `renameat2(RENAME_NOREPLACE)`
+//!   (the name itself, never through a link, replacing nothing), and opens a child
+//!   folder with `O_NOFOLLOW`.
 
 use crate::model::Identity;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags};
