@@ -315,7 +315,8 @@ struct Due {
 struct Tally {
     pairs: usize,
     orphans: usize,
-    days: Vec<String>,
+    /// The day folders that received something.
+    days: std::collections::BTreeSet<String>,
 }
 
 impl Sweeper {
@@ -383,11 +384,14 @@ impl Sweeper {
             match self.response_away(inbox, &item, slot, &days) {
                 Ok(()) if item.requests.is_empty() => tally.orphans += 1,
                 Ok(()) => tally.pairs += 1,
-                Err(e) => self.failed(inbox, &item.response, &e, failed),
+                Err(e) => {
+                    self.failed(inbox, &item.response, &e, failed);
+                    continue;
+                }
             }
+            tally.days.insert(item.day);
         }
         self.synced(inbox, &days, failed);
-        tally.days = days.into_keys().collect();
         tally
     }
 
@@ -528,7 +532,7 @@ impl Sweeper {
                 pairs = tally.pairs,
                 orphan_responses = tally.orphans,
                 archive = %archive.display(),
-                days = %tally.days.join(","),
+                days = %Vec::from_iter(tally.days.iter().map(String::as_str)).join(","),
                 "retention: moved requests and responses older than {after} to the archive"
             ),
             None => tracing::info!(
@@ -639,7 +643,13 @@ fn day_folder<'d>(
     days: &'d mut BTreeMap<String, Folder>,
 ) -> io::Result<&'d Folder> {
     if !days.contains_key(day) {
-        let folder = archive.child(OsStr::new(day), archive.mode()?)?;
+        let folder = archive
+            .mode()
+            .and_then(|mode| archive.child(OsStr::new(day), mode))
+            .map_err(|e| {
+                let path = archive.join(OsStr::new(day));
+                io::Error::new(e.kind(), format!("its day folder {}: {e}", path.display()))
+            })?;
         days.insert(day.to_owned(), folder);
     }
     days.get(day)

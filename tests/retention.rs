@@ -592,3 +592,39 @@ fn config_shows_the_retention_keys_and_a_missing_parent_is_a_failure() {
         text(&out)
     );
 }
+
+/// A link where the day folder would be is never followed: the pair stays, the
+/// failure is a warning naming the folder, and the run goes on to answer its files.
+#[test]
+fn a_failure_is_a_warning_and_never_follows_a_link_in_the_archive() {
+    let env = Env::new();
+    answered_long_ago(&env, &[("a.json", one_user("a@example.com", "A"))]);
+    let archive = env.dir.path().join("archive");
+    let elsewhere = env.dir.path().join("elsewhere");
+    fs::create_dir_all(&archive).unwrap();
+    fs::create_dir(&elsewhere).unwrap();
+    symlink(&elsewhere, archive.join(LONG_AGO_DAY)).unwrap();
+    drop_request(&env.inbox(), "b.json", &one_user("b@example.com", "B"));
+    let args = [
+        "--archive",
+        archive.to_str().unwrap(),
+        "--archive-after",
+        "1h",
+    ];
+    let out = run_once(&env, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = text(&out);
+    assert!(
+        stderr.contains("WARN")
+            && stderr.contains(&format!(
+                "its day folder {}",
+                archive.join(LONG_AGO_DAY).display()
+            )),
+        "{stderr}"
+    );
+    assert!(names(&elsewhere).is_empty(), "{:?}", names(&elsewhere));
+    assert_eq!(
+        names(&env.inbox()),
+        ["a.json", "a.response.json", "b.json", "b.response.json"]
+    );
+}
