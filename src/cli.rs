@@ -264,7 +264,7 @@ pub struct RunArgs {
     /// Move each request and its response, once both are older than --archive-after,
     /// into DIR/YYYY-MM-DD/ (the day the response was written, UTC), the request
     /// first. DIR is created (0750) if missing; it must be outside the inbox and on
-    /// its file system.
+    /// its file system and mount.
     #[arg(long, value_name = "DIR", env = "USERDROP_ARCHIVE")]
     pub archive: Option<PathBuf>,
     /// How old a request and its response must both be before --archive moves them:
