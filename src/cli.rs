@@ -14,6 +14,7 @@ use crate::options::{
 };
 use crate::process::{self, Settings};
 use crate::response;
+use crate::retention::{self, Retention};
 use crate::store::{Store, StoreError};
 use clap::{Parser, Subcommand};
 use std::io::{self, BufWriter, IsTerminal, Write};
@@ -230,6 +231,24 @@ pub fn show_config(effective: &Effective, json: bool) -> ExitCode {
     match io::stdout().lock().write_all(text.as_bytes()) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => fail(&e),
+    }
+}
+
+/// Prints a usage error found after parsing (a combination of settings) like clap's.
+fn usage(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("userdrop: error: {error}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Opens what the retention settings ask for, or says why not (exit 2 or 1).
+fn open_retention(args: &RunArgs) -> Result<Option<Arc<Retention>>, ExitCode> {
+    let Some(policy) = args.retention().map_err(|e| usage(&e))? else {
+        return Ok(None);
+    };
+    match Retention::open(&policy, &args.watch) {
+        Ok(opened) => Ok(Some(Arc::new(opened))),
+        Err(retention::OpenError::Usage(e)) => Err(usage(&e)),
+        Err(retention::OpenError::Failure(e)) => Err(fail(&e)),
     }
 }
 
@@ -663,12 +682,19 @@ impl Write for Stdout {
 /// `signals` were installed first thing at start-up.
 pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals) -> ExitCode {
     let settings = args.processing.settings();
+    if let Err(e) = args.retention() {
+        return usage(&e);
+    }
     if !args.watch.is_dir() {
         return fail(&format!(
             "the inbox {} is not a folder; create it or give --watch DIR",
             args.watch.display()
         ));
     }
+    let retention = match open_retention(args) {
+        Ok(retention) => retention,
+        Err(code) => return code,
+    };
     let store = match args.processing.common.open_store() {
         Ok(s) => s,
         Err(e) => return fail(&e),
@@ -701,6 +727,7 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         rescan: Duration::from_secs(args.rescan),
         settle: Duration::from_millis(args.settle),
         once: args.once,
+        retention,
         store: args.processing.common.db.clone(),
         signals,
         hooks: Hooks {

@@ -19,6 +19,7 @@ use crate::messages::Lang;
 use crate::options::{
     CheckArgs, Common, DeleteArgs, LogFormat, LogLevel, Processing, Rules, RunArgs,
 };
+use crate::retention::Age;
 use clap::ValueEnum;
 use clap::parser::{ArgMatches, ValueSource};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -74,6 +75,11 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "at_least_one")]
     pub rescan: Option<u64>,
     pub settle: Option<u64>,
+    pub archive: Option<PathBuf>,
+    #[serde(default, deserialize_with = "age")]
+    pub archive_after: Option<Age>,
+    #[serde(default, deserialize_with = "age")]
+    pub delete_after: Option<Age>,
     pub tokens: Option<Vec<String>>,
     pub token_file: Option<PathBuf>,
     pub max_file_size: Option<u64>,
@@ -96,6 +102,14 @@ fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
         0 => Err(serde::de::Error::custom("must be at least 1")),
         n => Ok(Some(n)),
     }
+}
+
+/// The same text the flag takes: `archive_after = "7d"`.
+fn age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Age>, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The same names the flag takes (`lang = "uk"`, `log_format = "json"`).
@@ -237,7 +251,23 @@ impl Layer<'_> {
         });
         self.pick("rescan", &mut r.rescan, f.rescan, u64::to_string);
         self.pick("settle", &mut r.settle, f.settle, u64::to_string);
+        self.retention(r);
         self.processing(&mut r.processing)
+    }
+
+    fn retention(&mut self, r: &mut RunArgs) {
+        let f = self.file;
+        let none = || "(none)".to_owned();
+        self.pick(
+            "archive",
+            &mut r.archive,
+            f.archive.clone().map(Some),
+            |p| p.as_deref().map(path).unwrap_or_else(none),
+        );
+        let age = |a: &Option<Age>| a.map(|a| a.to_string()).unwrap_or_else(none);
+        let (archive_after, delete_after) = (f.archive_after.map(Some), f.delete_after.map(Some));
+        self.pick("archive_after", &mut r.archive_after, archive_after, age);
+        self.pick("delete_after", &mut r.delete_after, delete_after, age);
     }
 }
 
@@ -372,6 +402,12 @@ pub fn resolve_delete(d: &mut DeleteArgs, matches: &ArgMatches) -> Result<Effect
         entries: Vec::new(),
     };
     layer.pick("watch", &mut d.watch, file.watch.clone(), |p| path(p));
+    layer.pick(
+        "archive",
+        &mut d.archive,
+        file.archive.clone().map(Some),
+        |p| p.as_deref().map(path).unwrap_or_else(|| "(none)".into()),
+    );
     layer.common(&mut d.common);
     Ok(effective(&d.common, layer.entries))
 }
@@ -406,6 +442,9 @@ pub const RESTART_KEYS: &[&str] = &[
     "log_level",
     "log_format",
     "metrics_file",
+    "archive",
+    "archive_after",
+    "delete_after",
 ];
 
 impl Reloader {
@@ -452,6 +491,9 @@ fn restart_values(r: &RunArgs) -> Vec<(&'static str, String)> {
         name_of(&c.log_level),
         name_of(&c.log_format),
         format!("{:?}", r.processing.metrics_file),
+        format!("{:?}", r.archive),
+        format!("{:?}", r.archive_after),
+        format!("{:?}", r.delete_after),
     ];
     RESTART_KEYS.iter().copied().zip(values).collect()
 }

@@ -23,6 +23,7 @@ pub mod options;
 pub mod process;
 pub mod request;
 pub mod response;
+pub mod retention;
 pub mod schema;
 pub mod store;
 pub mod validate;

@@ -5,6 +5,7 @@
 
 use crate::messages::Lang;
 use crate::process::{Auth, Settings};
+use crate::retention::{self, Age};
 use crate::store::{Store, StoreOptions};
 use clap::Args;
 use std::path::PathBuf;
@@ -199,8 +200,34 @@ pub struct RunArgs {
         env = "USERDROP_SETTLE"
     )]
     pub settle: u64,
+    /// Move each request and its response, once both are older than --archive-after,
+    /// into DIR/YYYY-MM-DD/ (the day the response was written, UTC), the request
+    /// first. DIR is created (0750) if missing; it must be outside the inbox and on
+    /// its file system and mount.
+    #[arg(long, value_name = "DIR", env = "USERDROP_ARCHIVE")]
+    pub archive: Option<PathBuf>,
+    /// How old a request and its response must both be before --archive moves them:
+    /// a whole number and a unit, s, m, h or d (90s, 15m, 12h, 7d).
+    #[arg(long, value_name = "DURATION", value_parser = retention::parse_age, env = "USERDROP_ARCHIVE_AFTER")]
+    pub archive_after: Option<Age>,
+    /// Delete each request and its response once both are older than this (90s, 15m,
+    /// 12h, 7d), the request first; the store's history keeps their record. Not with
+    /// --archive.
+    #[arg(long, value_name = "DURATION", value_parser = retention::parse_age, env = "USERDROP_DELETE_AFTER")]
+    pub delete_after: Option<Age>,
     #[command(flatten)]
     pub processing: Processing,
+}
+
+impl RunArgs {
+    /// The retention the arguments ask for (`None`: off); `Err` is bad usage.
+    pub fn retention(&self) -> Result<Option<retention::Policy>, String> {
+        retention::Policy::from_settings(
+            self.archive.as_deref(),
+            self.archive_after,
+            self.delete_after,
+        )
+    }
 }
 
 impl Common {
@@ -240,6 +267,9 @@ pub struct DeleteArgs {
         env = "USERDROP_WATCH"
     )]
     pub watch: PathBuf,
+    /// The retention archive, searched too (its day folders).
+    #[arg(long, value_name = "DIR", env = "USERDROP_ARCHIVE")]
+    pub archive: Option<PathBuf>,
     /// Also remove each request that holds only these users, and its response (the
     /// request first); files that mention anyone else are only named.
     #[arg(long)]
