@@ -7,6 +7,7 @@ use crate::daemon::{self, DaemonOptions};
 use crate::export::Format;
 use crate::hooks::{Hooks, Reload, Reloaded};
 use crate::inbox;
+use crate::messages::{Lang, Message};
 use crate::metrics::Metrics;
 use crate::model::Status;
 use crate::options::{
@@ -17,7 +18,7 @@ use crate::response;
 use crate::retention::{self, Retention};
 use crate::store::{Store, StoreError};
 use clap::{Parser, Subcommand};
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -402,8 +403,13 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     let common = &args.common;
     // No store yet: judged against an empty one, and none is created.
     let opened = match no_store(&common.db) {
-        Some(_) => Store::scratch().map_err(|e| e.to_string()),
-        None => common.open_store().map_err(|e| e.to_string()),
+        Some(_) => Store::scratch().map(Some).map_err(|e| e.to_string()),
+        None => match common.open_store() {
+            Ok(store) => Ok(Some(store)),
+            // A daemon holds the store: it judges what it is sent (SPEC §6).
+            Err(StoreError::Locked(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        },
     };
     let store = match opened {
         Ok(s) => s,
@@ -412,18 +418,100 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for_each_file(&args.files, |file| {
-        let checked = process::check_file(&store, file, &settings)?;
+        let Some(store) = &store else {
+            return check_by_daemon(&common.db, &args.rules, file, &mut out);
+        };
+        let checked = process::check_file(store, file, &settings)?;
         let r = &checked.record;
-        let log = std::iter::once(Ok(checked.log));
-        response::write_json(&mut out, r.status, r.message.as_ref(), log, settings.lang)
-            .and_then(|()| out.flush())
-            .map_err(|source| process::Error::Write {
-                path: PathBuf::from("(stdout)"),
-                source,
-            })?;
-        eprintln!("{}: {}", file.display(), r.status);
-        Ok(r.status)
+        let (status, message) = (r.status, r.message.as_ref());
+        print_checked(&mut out, file, status, message, checked.log, settings.lang)
     })
+}
+
+/// Prints a would-be response on stdout and the file's status on stderr.
+fn print_checked(
+    out: &mut impl Write,
+    file: &Path,
+    status: Status,
+    message: Option<&Message>,
+    log: Vec<Vec<Message>>,
+    lang: Lang,
+) -> Result<Status, process::Error> {
+    let log = std::iter::once(Ok(log));
+    response::write_json(out, status, message, log, lang)
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)?;
+    eprintln!("{}: {status}", file.display());
+    Ok(status)
+}
+
+fn stdout_error(source: io::Error) -> process::Error {
+    process::Error::Write {
+        path: PathBuf::from("(stdout)"),
+        source,
+    }
+}
+
+/// `check` of one file by the daemon that holds the store: the file is opened here,
+/// as a local check opens it, and its bytes are sent over the store's socket to be
+/// judged under this command's settings. A file over the size limit is judged here,
+/// as the daemon would, without sending it.
+fn check_by_daemon(
+    db: &Path,
+    p: &crate::options::Rules,
+    file: &Path,
+    out: &mut impl Write,
+) -> Result<Status, process::Error> {
+    let (opened, size) = process::open_to_check(file)?;
+    if size > p.max_file_size {
+        let limit = p.max_file_size;
+        let too_large = Message::TooLarge { size, limit };
+        return print_checked(
+            out,
+            file,
+            Status::Error,
+            Some(&too_large),
+            Vec::new(),
+            p.lang,
+        );
+    }
+    let sent = control::CheckFile {
+        name: file.display().to_string(),
+        size,
+        tokens: p.tokens.clone(),
+        max_file_size: p.max_file_size,
+        lang: p.lang,
+    };
+    let no_answer = |e: io::Error| {
+        process::Error::Daemon(format!(
+            "cannot check {}: the store {} is held by another process, and checking through its control socket failed ({e}); is a userdrop daemon running on it?",
+            file.display(),
+            db.display()
+        ))
+    };
+    let (reply, mut answer) = control::ask_check(db, sent, &opened).map_err(no_answer)?;
+    let note = reply
+        .note
+        .unwrap_or_else(|| format!("the daemon answered with exit code {}", reply.exit));
+    let status = match reply.exit {
+        EXIT_OK => Status::Ok,
+        // The response and the note say which; the exit code only needs "not OK".
+        EXIT_REJECTED => Status::Warning,
+        _ => return Err(process::Error::Daemon(note)),
+    };
+    // Read whole before any of it is printed: the daemon's writes then never wait on
+    // a slow reader of stdout (`| less`), which would cut the answer short.
+    let mut body = Vec::new();
+    answer.read_to_end(&mut body).map_err(no_answer)?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        let cut = io::Error::other("its answer was cut short");
+        return Err(no_answer(cut));
+    }
+    out.write_all(&body)
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)?;
+    eprintln!("{note}");
+    Ok(status)
 }
 
 /// `get`, `export` and `stats`: from the store, or from the daemon that holds it.

@@ -138,6 +138,10 @@ pub enum Error {
         "{path} was replaced while it was applied; its response is not written, and a run on it now takes it as new"
     )]
     Replaced { path: PathBuf },
+    /// `check` through the daemon that holds the store (see `control`) did not get an
+    /// answer: what went wrong, in the daemon's words or the exchange's.
+    #[error("{0}")]
+    Daemon(String),
 }
 
 /// A request: the folder it is in (held open), its name there, and the key the store
@@ -468,6 +472,21 @@ pub fn check_file(store: &Store, request: &Path, settings: &Settings) -> Result<
     let request = Request::new(&folder, &name);
     judge(store, &request, settings, Mode::Check, None)?
         .ok_or(Error::Changed { path: request.path })
+}
+
+/// The request at `request` opened as [`check_file`] opens it, with the same errors,
+/// and its size: for a `check` that sends the file to the daemon holding the store.
+pub fn open_to_check(request: &Path) -> Result<(fs::File, u64), Error> {
+    let (folder, name) = open_named(request)?;
+    let path = folder.join(&name);
+    let opened = folder
+        .open_request(&name)
+        .map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?
+        .ok_or(Error::NotRegular { path })?;
+    Ok((opened.file, opened.identity.size))
 }
 
 /// Writes the response of every file left in the outbox by an interrupted run, but
