@@ -17,6 +17,7 @@
 
 use crate::messages::Lang;
 use crate::options::{CheckArgs, Common, LogFormat, LogLevel, Processing, Rules, RunArgs};
+use crate::validate::Types;
 use clap::ValueEnum;
 use clap::parser::{ArgMatches, ValueSource};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -77,6 +78,8 @@ pub struct FileConfig {
     pub max_file_size: Option<u64>,
     #[serde(default, deserialize_with = "value_enum")]
     pub lang: Option<Lang>,
+    #[serde(default, deserialize_with = "value_enum")]
+    pub types: Option<Types>,
     #[serde(default, deserialize_with = "at_least_one")]
     pub step_users: Option<u64>,
     pub metrics_file: Option<PathBuf>,
@@ -204,6 +207,7 @@ impl Layer<'_> {
             u64::to_string,
         );
         self.pick("lang", &mut r.lang, f.lang, name_of);
+        self.pick("types", &mut r.types, f.types, name_of);
         Ok(())
     }
 

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             cli::read(&Query::Export { format: *format }, common)
         }
         Some(Command::Stats { json, common }) => cli::read(&Query::Stats { json: *json }, common),
-        Some(Command::Schema { strict }) => cli::schema(*strict),
+        Some(Command::Schema { strict, types }) => cli::schema(*strict, *types),
         Some(Command::Completions { shell }) => cli::completions(*shell),
         Some(Command::Man) => cli::man(),
         Some(Command::Config { json, .. }) => cli::show_config(&effective, *json),
