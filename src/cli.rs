@@ -100,6 +100,15 @@ pub enum Command {
         /// lengths): a file that passes has no user rejected for them.
         #[arg(long)]
         strict: bool,
+        /// The schema of the daemon's --types: lenient also takes the forms PHP and
+        /// ERP exports write.
+        #[arg(
+            long,
+            value_enum,
+            default_value_t = crate::validate::Types::Strict,
+            env = "USERDROP_TYPES"
+        )]
+        types: crate::validate::Types,
     },
     /// Print a shell completion script.
     Completions {
@@ -895,15 +904,16 @@ fn forget_vanished(store: &Store) -> Result<(), String> {
     Ok(())
 }
 
-/// `schema [--strict]`: the request's JSON Schema.
-pub fn schema(strict: bool) -> ExitCode {
+/// `schema [--strict] [--types T]`: the request's JSON Schema.
+pub fn schema(strict: bool, types: crate::validate::Types) -> ExitCode {
     let level = if strict {
         crate::schema::Level::Strict
     } else {
         crate::schema::Level::Format
     };
     let mut text = Vec::new();
-    let made = serde_json::to_writer_pretty(&mut text, &crate::schema::request_schema(level));
+    let made =
+        serde_json::to_writer_pretty(&mut text, &crate::schema::request_schema(level, types));
     print(made.map(|()| text).map_err(io::Error::from))
 }
 

@@ -20,6 +20,7 @@ use crate::options::{
     CheckArgs, Common, DeleteArgs, LogFormat, LogLevel, Processing, Rules, RunArgs,
 };
 use crate::retention::Age;
+use crate::validate::Types;
 use clap::ValueEnum;
 use clap::parser::{ArgMatches, ValueSource};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -85,6 +86,8 @@ pub struct FileConfig {
     pub max_file_size: Option<u64>,
     #[serde(default, deserialize_with = "value_enum")]
     pub lang: Option<Lang>,
+    #[serde(default, deserialize_with = "value_enum")]
+    pub types: Option<Types>,
     #[serde(default, deserialize_with = "at_least_one")]
     pub step_users: Option<u64>,
     pub metrics_file: Option<PathBuf>,
@@ -220,6 +223,7 @@ impl Layer<'_> {
             u64::to_string,
         );
         self.pick("lang", &mut r.lang, f.lang, name_of);
+        self.pick("types", &mut r.types, f.types, name_of);
         Ok(())
     }
 

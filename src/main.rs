@@ -81,7 +81,7 @@ fn main() -> ExitCode {
         Some(Command::Delete(a)) => cli::delete(a),
         Some(Command::Backup(a)) => cli::backup(a),
         Some(Command::Restore(a)) => cli::restore(a),
-        Some(Command::Schema { strict }) => cli::schema(*strict),
+        Some(Command::Schema { strict, types }) => cli::schema(*strict, *types),
         Some(Command::Completions { shell }) => cli::completions(*shell),
         Some(Command::Man) => cli::man(),
         Some(Command::Config { json, .. }) => cli::show_config(&effective, *json),

@@ -104,6 +104,12 @@ pub enum Rule {
     SiteLink,
     /// A number beyond what a 64-bit float can hold: no consumer could read it.
     Finite,
+    // The same kinds under `--types lenient`, whose hints name the looser forms too.
+    LenientInteger,
+    LenientNumber,
+    LenientBoolean,
+    LenientDate,
+    LenientPhone,
 }
 
 impl Rule {
@@ -120,6 +126,15 @@ impl Rule {
             Rule::Currency => ": expected a three-letter currency code such as UAH",
             Rule::SiteLink => ": expected an absolute http:// or https:// address",
             Rule::Finite => ": the number is too large",
+            Rule::LenientInteger => ": expected a whole number, or a string of its digits",
+            Rule::LenientNumber => ": expected a number, or a string holding one",
+            Rule::LenientBoolean => {
+                ": expected true, false, 0, 1, \"0\", \"1\", \"true\" or \"false\""
+            }
+            Rule::LenientDate => {
+                ": expected a real date written YYYY-MM-DD (a time may follow) or DD.MM.YYYY"
+            }
+            Rule::LenientPhone => ": expected + or 00 and 7 to 15 digits, with the country code",
         }
     }
 
@@ -136,6 +151,15 @@ impl Rule {
             Rule::Currency => ": очікується трилітерний код валюти, наприклад UAH",
             Rule::SiteLink => ": очікується повна адреса, що починається з http:// або https://",
             Rule::Finite => ": число завелике",
+            Rule::LenientInteger => ": очікується ціле число або рядок із його цифр",
+            Rule::LenientNumber => ": очікується число або рядок, що його містить",
+            Rule::LenientBoolean => {
+                ": очікується true, false, 0, 1, \"0\", \"1\", \"true\" або \"false\""
+            }
+            Rule::LenientDate => {
+                ": очікується існуюча дата у форматі YYYY-MM-DD (після неї може йти час) або DD.MM.YYYY"
+            }
+            Rule::LenientPhone => ": очікується + або 00 і від 7 до 15 цифр разом із кодом країни",
         }
     }
 
@@ -152,6 +176,91 @@ impl Rule {
             Rule::Currency => ": ожидается трехбуквенный код валюты, например UAH",
             Rule::SiteLink => ": ожидается полный адрес, начинающийся с http:// или https://",
             Rule::Finite => ": число слишком большое",
+            Rule::LenientInteger => ": ожидается целое число или строка из его цифр",
+            Rule::LenientNumber => ": ожидается число или строка, содержащая его",
+            Rule::LenientBoolean => {
+                ": ожидается true, false, 0, 1, \"0\", \"1\", \"true\" или \"false\""
+            }
+            Rule::LenientDate => {
+                ": ожидается существующая дата в формате YYYY-MM-DD (после нее может идти время) или DD.MM.YYYY"
+            }
+            Rule::LenientPhone => ": ожидается + или 00 и от 7 до 15 цифр вместе с кодом страны",
+        }
+    }
+}
+
+/// A form of a value that only `--types lenient` accepts (SPEC §1, "Loose
+/// producers"): named in the strict mode's message, so that the sender learns both
+/// what was wrong and that a flag would take it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Loose {
+    /// `"3"`, `"-1250.75"`.
+    QuotedNumber,
+    /// `3.0`, `3e0` for an integer.
+    WholeWithFraction,
+    /// `0`, `1` for a boolean.
+    NumberAsBoolean,
+    /// `"0"`, `"1"`, `"true"`, `"false"` for a boolean.
+    StringAsBoolean,
+    /// `[]` for `discount_card`: PHP's `json_encode` of an empty array.
+    EmptyArray,
+    /// `31.12.2025`.
+    DayFirstDate,
+    /// `2025-12-31 00:00:00`, `2025-12-31T00:00:00Z`.
+    DateWithTime,
+    /// `00380631234567`.
+    DoubleZero,
+    /// A no-break space (or another of Unicode's space separators) between digits.
+    UnicodeSpace,
+}
+
+impl Loose {
+    // Said after a dash ("Поле X (…) — …") in Ukrainian and Russian: the nominative.
+    fn en(self) -> &'static str {
+        match self {
+            Loose::QuotedNumber => "a number written as a string",
+            Loose::WholeWithFraction => "a whole number written with a fraction or an exponent",
+            Loose::NumberAsBoolean => "a boolean written as the number 0 or 1",
+            Loose::StringAsBoolean => "a boolean written as a string",
+            Loose::EmptyArray => "an empty array (PHP's empty object) in place of an object",
+            Loose::DayFirstDate => "a date written DD.MM.YYYY",
+            Loose::DateWithTime => "a date with a time after it",
+            Loose::DoubleZero => "a phone number with 00 in place of the leading +",
+            Loose::UnicodeSpace => {
+                "a phone number with a no-break or other Unicode space between its digits"
+            }
+        }
+    }
+
+    fn uk(self) -> &'static str {
+        match self {
+            Loose::QuotedNumber => "число, записане рядком",
+            Loose::WholeWithFraction => "ціле число, записане з дробовою частиною або експонентою",
+            Loose::NumberAsBoolean => "логічне значення, записане числом 0 або 1",
+            Loose::StringAsBoolean => "логічне значення, записане рядком",
+            Loose::EmptyArray => "порожній масив замість об'єкта",
+            Loose::DayFirstDate => "дата у форматі DD.MM.YYYY",
+            Loose::DateWithTime => "дата з часом після неї",
+            Loose::DoubleZero => "номер телефону з 00 замість + на початку",
+            Loose::UnicodeSpace => {
+                "номер телефону з нерозривним або іншим пробілом Unicode між цифрами"
+            }
+        }
+    }
+
+    fn ru(self) -> &'static str {
+        match self {
+            Loose::QuotedNumber => "число, записанное строкой",
+            Loose::WholeWithFraction => "целое число, записанное с дробной частью или экспонентой",
+            Loose::NumberAsBoolean => "логическое значение, записанное числом 0 или 1",
+            Loose::StringAsBoolean => "логическое значение, записанное строкой",
+            Loose::EmptyArray => "пустой массив вместо объекта",
+            Loose::DayFirstDate => "дата в формате DD.MM.YYYY",
+            Loose::DateWithTime => "дата со временем после нее",
+            Loose::DoubleZero => "номер телефона с 00 вместо + в начале",
+            Loose::UnicodeSpace => {
+                "номер телефона с неразрывным или другим пробелом Unicode между цифрами"
+            }
         }
     }
 }
@@ -187,6 +296,13 @@ pub enum Message {
     TooLong {
         field: String,
         max: usize,
+    },
+    /// Strict types refused a value that `--types lenient` would have accepted:
+    /// `found` is its JSON text as written (shortened).
+    LenientOnly {
+        field: String,
+        found: String,
+        form: Loose,
     },
     UnknownField {
         field: String,
@@ -493,6 +609,10 @@ impl Message {
             Message::TooLong { field, max } => {
                 format!("The {field} field is longer than {max} characters")
             }
+            Message::LenientOnly { field, found, form } => format!(
+                "The {field} field ({found}) is {}: strict types refuse it, --types lenient accepts it",
+                form.en()
+            ),
             Message::UnknownField { field } => format!("Unknown field {field}"),
             Message::RepeatedField { field } => {
                 format!("The {field} field is given more than once")
@@ -574,6 +694,10 @@ impl Message {
             Message::TooLong { field, max } => format!(
                 "Поле {field} довше за {max} {}",
                 plural(*max as u64, "символ", "символи", "символів")
+            ),
+            Message::LenientOnly { field, found, form } => format!(
+                "Поле {field} ({found}) — {}: строгі типи його не приймають, --types lenient приймає",
+                form.uk()
             ),
             Message::UnknownField { field } => format!("Невідоме поле {field}"),
             Message::RepeatedField { field } => {
@@ -657,6 +781,10 @@ impl Message {
             Message::TooLong { field, max } => format!(
                 "Поле {field} длиннее {max} {}",
                 plural(*max as u64, "символа", "символов", "символов")
+            ),
+            Message::LenientOnly { field, found, form } => format!(
+                "Поле {field} ({found}) — {}: строгие типы его не принимают, --types lenient принимает",
+                form.ru()
             ),
             Message::UnknownField { field } => format!("Неизвестное поле {field}"),
             Message::RepeatedField { field } => {
@@ -766,7 +894,7 @@ mod tests {
         JsonKind::Null,
     ];
 
-    const RULES: [Rule; 9] = [
+    const RULES: [Rule; 14] = [
         Rule::Email,
         Rule::Phone,
         Rule::Percent,
@@ -776,6 +904,23 @@ mod tests {
         Rule::Currency,
         Rule::SiteLink,
         Rule::Finite,
+        Rule::LenientInteger,
+        Rule::LenientNumber,
+        Rule::LenientBoolean,
+        Rule::LenientDate,
+        Rule::LenientPhone,
+    ];
+
+    const FORMS: [Loose; 9] = [
+        Loose::QuotedNumber,
+        Loose::WholeWithFraction,
+        Loose::NumberAsBoolean,
+        Loose::StringAsBoolean,
+        Loose::EmptyArray,
+        Loose::DayFirstDate,
+        Loose::DateWithTime,
+        Loose::DoubleZero,
+        Loose::UnicodeSpace,
     ];
 
     /// Which variant a message is. No wildcard: a new variant does not compile until it
@@ -808,9 +953,10 @@ mod tests {
             Message::TokenMissing => 22,
             Message::TokenRejected => 23,
             Message::MoreProblems { .. } => 24,
+            Message::LenientOnly { .. } => 25,
         }
     }
-    const VARIANTS: usize = 25;
+    const VARIANTS: usize = 26;
 
     /// One message of each variant (every rule and every pair of kinds), each with the
     /// input-derived pieces its text must carry unchanged in every language.
@@ -962,6 +1108,16 @@ mod tests {
             }
             all.push((Message::NotAnObject { found: expected }, vec![]));
         }
+        for form in FORMS {
+            all.push((
+                Message::LenientOnly {
+                    field: s("customer_group_id"),
+                    found: s("\"3\""),
+                    form,
+                },
+                vec!["customer_group_id", "\"3\"", "--types lenient"],
+            ));
+        }
         for rule in RULES {
             all.push((
                 Message::Invalid {
@@ -1016,8 +1172,10 @@ mod tests {
     /// is a missed translation.
     #[test]
     fn uk_and_ru_leave_no_english_words() {
-        const KEPT: [&str; 18] = [
+        const KEPT: [&str; 20] = [
             "\\u0000-\\u001F",
+            "--types lenient",
+            "DD.MM.YYYY",
             "\\u",
             "Authorization failed",
             "--max-file-size",

@@ -7,6 +7,7 @@ use crate::messages::Lang;
 use crate::process::{Auth, Settings};
 use crate::retention::{self, Age};
 use crate::store::{Store, StoreOptions};
+use crate::validate::Types;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -109,6 +110,10 @@ pub struct Rules {
     /// Language of the response messages.
     #[arg(long, value_enum, default_value_t = Lang::En, env = "USERDROP_LANG")]
     pub lang: Lang,
+    /// How field types are read: strict as SPEC §1's table, or lenient to take the
+    /// forms PHP and ERP exports write ("3", 0/1, [], 31.12.2025, 00380...).
+    #[arg(long, value_enum, default_value_t = Types::Strict, env = "USERDROP_TYPES")]
+    pub types: Types,
 }
 
 /// Options of the commands that apply request files (`run`, `import`).
@@ -134,6 +139,7 @@ impl Rules {
             max_file_size: self.max_file_size,
             auth: Auth::new(self.tokens.iter().cloned()),
             lang: self.lang,
+            types: self.types,
             ..Settings::default()
         }
     }

@@ -19,7 +19,7 @@ use crate::model::{Identity, Meta, Status, StoredUser};
 use crate::request::{self, Halt, Stop, Token, Unread};
 use crate::response;
 use crate::store::{self, Counts, FileRecord, Progress, Step, Store, StoreError};
-use crate::validate::{Validator, Verdict};
+use crate::validate::{Types, Validator, Verdict};
 use chrono::Utc;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -94,6 +94,8 @@ pub struct Settings {
     pub step_users: usize,
     pub auth: Auth,
     pub lang: Lang,
+    /// How field types are read; a file cut short keeps the mode it began under.
+    pub types: Types,
     /// Set by a stop signal: a file in hand stops after the step being committed and
     /// resumes at the next start.
     pub stop: Option<Arc<AtomicBool>>,
@@ -114,6 +116,7 @@ impl Default for Settings {
             step_users: 1_000,
             auth: Auth::default(),
             lang: Lang::En,
+            types: Types::Strict,
             stop: None,
             meter: None,
         }
@@ -826,6 +829,7 @@ fn judge(
             counts: Counts::default(),
             log_len: 0,
             identity,
+            types: settings.types,
         },
     };
     let step_users = settings.step_users.max(1);
@@ -848,7 +852,9 @@ fn judge(
     let now = Utc::now();
     let total = envelope.users;
     let start = progress.next_index;
-    let mut validator = Validator::for_users(total);
+    // The mode the file began under, not the one configured now: its response must
+    // be the one it would have had without the interruption.
+    let mut validator = Validator::for_users(total, progress.types);
     let mut writes = Vec::new();
     let mut log: Vec<Vec<Message>> = Vec::new();
     let mut checked_log = Vec::new();
@@ -1103,6 +1109,8 @@ fn reject(
                 counts: Counts::default(),
                 log_len: 0,
                 identity,
+                // No user of a rejected file is judged.
+                types: Types::default(),
             },
             done: Some(record.clone()),
         })?;

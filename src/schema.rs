@@ -10,20 +10,37 @@
 //! the two cannot drift apart on keys or types.
 
 use crate::model::{CardStatus, Currency, Email, Number, Phone, SiteLink, UserData};
-use crate::validate::FIELDS_MAX;
+use crate::validate::{FIELDS_MAX, Types};
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::borrow::Cow;
 
 /// What `userdrop` checks that this schema does not; published in the schema's own
 /// description so that a "valid" verdict is read for what it is.
-pub const NOT_CHECKED: &str = "Not checked by this schema (the daemon checks them): \
-    the same email twice in one file; a key repeated within one object; integers \
-    written with a fraction or exponent (1.0, 1e2), which the daemon refuses; numbers \
-    too large for a 64-bit float (1e400); the exact-decimal edge of discount (a value \
-    that rounds to 100 as a float but is above it); site_link is only checked to start \
-    with http: or https: and name something, not parsed as a URL; the token's value.";
+fn not_checked(types: Types) -> String {
+    let by_types = match types {
+        Types::Strict => {
+            "integers written with a fraction or exponent (1.0, 1e2), which the daemon \
+             refuses; "
+        }
+        Types::Lenient => LENIENT_NOT_CHECKED,
+    };
+    format!(
+        "Not checked by this schema (the daemon checks them): the same email twice in \
+         one file; a key repeated within one object; {by_types}numbers too large for a \
+         64-bit float (1e400); the exact-decimal edge of discount (a value that rounds \
+         to 100 as a float but is above it); site_link is only checked to start with \
+         http: or https: and name something, not parsed as a URL; the token's value."
+    )
+}
+
+/// The gaps the lenient forms add: JSON Schema compares numbers by value, and the
+/// range of a string of digits is beyond a pattern that stays readable.
+const LENIENT_NOT_CHECKED: &str = "0 or 1 written with a fraction or exponent (1.0) for \
+    a boolean, which the daemon refuses; ids and card statuses beyond 64 bits (a string \
+    of 20 digits, 1e30); a discount string with an exponent (\"1e1\"), checked only to be \
+    a number; ";
 
 /// Whitespace as Rust's `str::trim` sees it (Unicode White_Space). Spelled out because
 /// `\s` is a slightly different set in JavaScript (editors) and in Rust's regex crate.
@@ -49,13 +66,28 @@ fn text_pattern(max: usize, mandatory: bool) -> String {
     }
 }
 
+/// Leap years: divisible by 4, and centuries only when divisible by 400.
+const LEAP_YEAR: &str =
+    "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)";
+
 /// A `YYYY-MM-DD` that exists in the proleptic Gregorian calendar, as chrono reads it.
-fn date_pattern() -> String {
+fn iso_date() -> String {
     let common = "[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])\
         |(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)";
-    // Leap years: divisible by 4, and centuries only when divisible by 400.
-    let leap = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29";
-    trimmed(&format!("{common}|{leap}"), true)
+    format!("{common}|{LEAP_YEAR}-02-29")
+}
+
+/// The same days written `DD.MM.YYYY`.
+fn day_first_date() -> String {
+    let common = concat!(
+        r"(?:(?:0[1-9]|1[0-9]|2[0-8])\.(?:0[1-9]|1[0-2])|(?:29|30)\.(?:0[13-9]|1[0-2])",
+        r"|31\.(?:0[13578]|1[02]))\.[0-9]{4}",
+    );
+    format!(r"{common}|29\.02\.{LEAP_YEAR}")
+}
+
+fn date_pattern() -> String {
+    trimmed(&iso_date(), true)
 }
 
 /// A users/import request file, as userdrop reads it from its inbox. Keys other than
@@ -86,16 +118,38 @@ pub enum Level {
 }
 
 /// Said by the request format about itself.
-const FORMAT_NOTE: &str = "Request format (userdrop schema): the file's shape, the known \
-    keys and each field's JSON type, with null only where it clears a field. A file that \
-    passes is a users/import request whose users the daemon judges one by one; none is \
-    rejected for a wrong type or an unknown key, but a user may still be rejected by a \
-    value rule. The descriptions state those rules; userdrop schema --strict also checks \
-    them: mandatory title and email, the shapes of email, phone, balance_currency, \
-    site_link and date_limit, the ranges of discount and the ids, the card status (1, 2, \
-    3) and the length limits. Not checked at either level: integers written with a \
-    fraction or exponent (1.0, 1e2), which the daemon refuses; numbers too large for a \
-    64-bit float (1e400); a key repeated within one object; the token's value.";
+fn format_note(types: Types) -> String {
+    let by_types = match types {
+        Types::Strict => {
+            "integers written with a fraction or exponent (1.0, 1e2), which the daemon \
+             refuses; "
+        }
+        Types::Lenient => LENIENT_NOT_CHECKED,
+    };
+    format!(
+        "Request format (userdrop schema): the file's shape, the known keys and each \
+         field's JSON type, with null only where it clears a field. A file that passes \
+         is a users/import request whose users the daemon judges one by one; none is \
+         rejected for a wrong type or an unknown key, but a user may still be rejected \
+         by a value rule. The descriptions state those rules; userdrop schema --strict \
+         also checks them: mandatory title and email, the shapes of email, phone, \
+         balance_currency, site_link and date_limit, the ranges of discount and the \
+         ids, the card status (1, 2, 3) and the length limits. Not checked at either \
+         level: {by_types}numbers too large for a 64-bit float (1e400); a key repeated \
+         within one object; the token's value."
+    )
+}
+
+/// Said by the schema of `--types lenient` about itself, before the level's note.
+const LENIENT_NOTE: &str = "Lenient (userdrop schema --types lenient): the requests \
+    userdrop --types lenient reads. Besides each field's own JSON type it takes \
+    customer_group_id, manager_id and discount_card.status as a string of digits or \
+    with a zero fraction (\"3\", 3.0); discount and balance as a string holding a JSON \
+    number (\"-1250.75\"); active and newsletter_subscription as 0, 1, \"0\", \"1\", \
+    \"true\" or \"false\"; [] for no discount_card; date_limit as DD.MM.YYYY, or \
+    YYYY-MM-DD followed by a space or T and a time; a phone with 00 in place of the \
+    leading + and Unicode spaces (a no-break space) between its digits. Every rule \
+    applies to the value read.";
 
 /// Said by the strict schema about itself, before [`NOT_CHECKED`].
 const STRICT_NOTE: &str = "Strict (userdrop schema --strict): the request format (keys, \
@@ -106,21 +160,146 @@ const STRICT_NOTE: &str = "Strict (userdrop schema --strict): the request format
     userdrop schema checks only the request format, so a well-formed file with a bad \
     user still passes it.";
 
-/// The schema `userdrop schema` prints at `level`.
-pub fn request_schema(level: Level) -> Value {
+/// The schema `userdrop schema` prints at `level`, for the daemon's `types`.
+pub fn request_schema(level: Level, types: Types) -> Value {
     let mut schema = strict_schema();
+    if types == Types::Lenient {
+        loosen(&mut schema);
+    }
     let note = match level {
         Level::Format => {
             keep_format(&mut schema, true);
-            FORMAT_NOTE.to_owned()
+            format_note(types)
         }
-        Level::Strict => format!("{STRICT_NOTE}\n\n{NOT_CHECKED}"),
+        Level::Strict => format!("{STRICT_NOTE}\n\n{}", not_checked(types)),
+    };
+    let note = match types {
+        Types::Strict => note,
+        Types::Lenient => format!("{LENIENT_NOTE}\n\n{note}"),
     };
     if let Some(Value::String(description)) = schema.get_mut("description") {
         description.push_str("\n\n");
         description.push_str(&note);
     }
     schema
+}
+
+/// An id as lenient mode reads it from a string: 1 or more, at most 20 digits (a u64).
+const ID_DIGITS: &str = "0*[1-9][0-9]{0,19}";
+
+/// A JSON number (RFC 8259 §6), as a string holding one must be written.
+const JSON_NUMBER: &str = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?";
+
+/// A discount in a string: 0 to 100 exactly when written without an exponent (as the
+/// daemon judges it on the decimal text), any number with one.
+const PERCENT_TEXT: &str = r"-0(?:\.0+)?|(?:0|[1-9][0-9]?)(?:\.[0-9]+)?|100(?:\.0+)?|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?[eE][+-]?[0-9]+";
+
+/// The separators a lenient phone may have: the strict ones and Unicode's space
+/// separators (category Zs), as `validate` takes them.
+const PHONE_SEPARATOR: &str = r"[ .()\u00A0\u1680\u2000-\u200A\u202F\u205F\u3000-]";
+
+/// A time after a date: `HH:MM[:SS[.fraction]]` and an optional zone, the grammar
+/// `validate` reads.
+const TIME: &str = r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,9})?)?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?";
+
+/// Widens the strict schema to what `--types lenient` reads (SPEC §1, "Loose
+/// producers"): each field also takes its loose forms, each under the field's rule.
+fn loosen(schema: &mut Value) {
+    let string = |core: &str| json!({"type": "string", "pattern": trimmed(core, false)});
+    // An integer type, so that the request format keeps a type here too.
+    let boolean = || {
+        vec![
+            json!({"type": "integer", "enum": [0, 1]}),
+            string("0|1|true|false"),
+        ]
+    };
+    let widened = [
+        (
+            "/$defs/UserData/properties/customer_group_id",
+            vec![string(ID_DIGITS)],
+        ),
+        (
+            "/$defs/UserData/properties/manager_id",
+            vec![string(ID_DIGITS)],
+        ),
+        (
+            "/$defs/UserData/properties/balance",
+            vec![string(JSON_NUMBER)],
+        ),
+        (
+            "/$defs/UserData/properties/newsletter_subscription",
+            boolean(),
+        ),
+        // `items: false` rather than `maxItems: 0`: the format keeps it, so that even
+        // there only the empty array passes.
+        (
+            "/$defs/UserData/properties/discount_card",
+            vec![json!({"type": "array", "items": false})],
+        ),
+        (
+            "/$defs/DiscountCard/properties/discount",
+            vec![string(PERCENT_TEXT)],
+        ),
+        ("/$defs/DiscountCard/properties/active", boolean()),
+        ("/$defs/CardStatus", vec![string("0*[1-3]")]),
+    ];
+    for (pointer, alternatives) in widened {
+        if let Some(field) = schema.pointer_mut(pointer) {
+            widen(field, alternatives);
+        }
+    }
+    let phone = format!(r"(?:\+|00){PHONE_SEPARATOR}*(?:[0-9]{PHONE_SEPARATOR}*){{7,15}}");
+    let date = format!("(?:{})(?:[ T]{TIME})?|{}", iso_date(), day_first_date());
+    for (pointer, pattern, description) in [
+        (
+            "/$defs/Phone",
+            trimmed(&phone, true),
+            "With the country code: + (or 00) then 7 to 15 digits; spaces (Unicode's \
+             no-break and other spaces too), dashes, dots and parentheses may separate \
+             them and are removed when stored.",
+        ),
+        (
+            "/$defs/CalendarDate",
+            trimmed(&date, true),
+            "A day that exists (leap years included): YYYY-MM-DD, optionally followed \
+             by a space or T and a time (HH:MM, :SS, a fraction, a zone), or DD.MM.YYYY.",
+        ),
+    ] {
+        if let Some(Value::Object(def)) = schema.pointer_mut(pointer) {
+            def.insert("pattern".into(), pattern.into());
+            def.insert("description".into(), description.into());
+        }
+    }
+    if let Some(user) = schema.pointer_mut("/$defs/UserData/description") {
+        *user = Value::from(
+            "One user. title and email are mandatory; every other field is optional. \
+             A field given as null clears the stored value (not allowed for title and \
+             email); a string field that is blank after trimming counts as absent. \
+             Strings are trimmed; types are lenient (see the schema's description).",
+        );
+    }
+}
+
+/// Lets `field` also take `alternatives`, its description kept outside them.
+fn widen(field: &mut Value, alternatives: Vec<Value>) {
+    let Value::Object(map) = field else {
+        return;
+    };
+    let description = map.remove("description");
+    let mut any_of = match map.remove("anyOf") {
+        // Already a choice (a `$ref` or null): one more branch.
+        Some(Value::Array(branches)) if map.is_empty() => branches,
+        Some(other) => {
+            map.insert("anyOf".into(), other);
+            vec![Value::Object(std::mem::take(map))]
+        }
+        None => vec![Value::Object(std::mem::take(map))],
+    };
+    any_of.extend(alternatives);
+    map.insert("anyOf".into(), Value::Array(any_of));
+    if let Some(description) = description {
+        map.insert("description".into(), description);
+    }
 }
 
 /// The generated schema with the length limits of `validate` added as patterns.
@@ -368,7 +547,7 @@ mod tests {
 
     #[test]
     fn every_length_limit_is_published() {
-        let schema = request_schema(Level::Strict);
+        let schema = request_schema(Level::Strict, Types::Strict);
         for (field, max) in FIELDS_MAX {
             let pointer = format!("/$defs/UserData/properties/{field}/pattern");
             let pattern = schema.pointer(&pointer).and_then(Value::as_str);
@@ -379,7 +558,7 @@ mod tests {
 
     #[test]
     fn title_and_email_are_required_and_unknown_keys_refused() {
-        let schema = request_schema(Level::Strict);
+        let schema = request_schema(Level::Strict, Types::Strict);
         let user = schema.pointer("/$defs/UserData");
         let required = user.and_then(|u| u.get("required"));
         assert_eq!(required, Some(&serde_json::json!(["title", "email"])));
@@ -410,8 +589,14 @@ mod tests {
 
     #[test]
     fn the_format_has_no_value_rule_and_keeps_the_keys_and_types() {
-        let format = request_schema(Level::Format);
-        let strict = request_schema(Level::Strict);
+        for types in [Types::Strict, Types::Lenient] {
+            format_of(types);
+        }
+    }
+
+    fn format_of(types: Types) {
+        let format = request_schema(Level::Format, types);
+        let strict = request_schema(Level::Strict, types);
         let rules = [
             "required",
             "pattern",
@@ -432,7 +617,7 @@ mod tests {
         // The strict schema has them, or this test would prove nothing.
         let mut in_strict = Vec::new();
         keys_named(&strict, &rules, "", &mut in_strict);
-        assert!(in_strict.len() > 20, "{in_strict:?}");
+        assert!(in_strict.len() > 20, "{types:?} {in_strict:?}");
         for def in ["UserData", "DiscountCard"] {
             let pointer = format!("/$defs/{def}/additionalProperties");
             assert_eq!(format.pointer(&pointer), Some(&Value::Bool(false)), "{def}");
@@ -456,5 +641,47 @@ mod tests {
                 "{pointer}"
             );
         }
+    }
+
+    #[test]
+    fn lenient_widens_only_the_fields_of_the_table() {
+        let strict = request_schema(Level::Strict, Types::Strict);
+        let lenient = request_schema(Level::Strict, Types::Lenient);
+        let user = |s: &Value, field: &str| {
+            s.pointer(&format!("/$defs/UserData/properties/{field}"))
+                .cloned()
+        };
+        let widened = [
+            "customer_group_id",
+            "manager_id",
+            "balance",
+            "newsletter_subscription",
+            "discount_card",
+        ];
+        for (field, _) in
+            FIELDS_MAX
+                .iter()
+                .chain(&[("email", 0), ("balance_currency", 0), ("site_link", 0)])
+        {
+            assert_eq!(user(&strict, field), user(&lenient, field), "{field}");
+        }
+        for field in widened {
+            assert_ne!(user(&strict, field), user(&lenient, field), "{field}");
+            let branches = user(&lenient, field).and_then(|f| f.get("anyOf").cloned());
+            assert!(
+                branches.is_some_and(|b| b.as_array().is_some_and(|b| b.len() >= 2)),
+                "{field}"
+            );
+        }
+        for def in ["Phone", "CalendarDate", "CardStatus"] {
+            let pointer = format!("/$defs/{def}");
+            assert_ne!(strict.pointer(&pointer), lenient.pointer(&pointer), "{def}");
+        }
+        // The strict schema is unchanged by the lenient one's existence.
+        let text = strict.to_string();
+        assert!(
+            !text.contains("Lenient") && !text.contains("DD.MM.YYYY"),
+            "{text}"
+        );
     }
 }

@@ -30,6 +30,7 @@
 
 use crate::messages::Message;
 use crate::model::{Email, Identity, Meta, Status, StoredUser, UserData};
+use crate::validate::Types;
 use crate::version;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -132,6 +133,10 @@ pub struct Progress {
     /// The request file this progress is of, as it was when its first step began.
     #[serde(default)]
     pub identity: Option<Identity>,
+    /// How the file's users are judged: the rest of it keeps the mode its first steps
+    /// had. Progress written before `--types` existed was strict.
+    #[serde(default)]
+    pub types: Types,
 }
 
 /// What became of one file: the outbox entry until its response is on disk, and the

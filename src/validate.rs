@@ -2,15 +2,32 @@
 //! problem found with it. Duplicates within a file are judged here too, so the store
 //! only ever sees users it can apply.
 
-use crate::messages::{JsonKind, Message, Rule, quote};
+mod lenient;
+
+use crate::messages::{JsonKind, Loose, Message, Rule, quote};
 use crate::model::{
     CardPatch, CardStatus, Changes, Currency, Email, Number, Patch, Phone, SiteLink, UserPatch,
 };
 use crate::request::{self, Element, Value};
 use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+
+/// How a field's JSON type is read (SPEC §1, "Loose producers"). Either way every
+/// rule of the field applies to the value read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Types {
+    /// Each field of the JSON type SPEC §1's table gives it: "3" is not a number.
+    #[default]
+    Strict,
+    /// Also the forms PHP scripts and ERP exports write: numbers as strings, booleans
+    /// as 0/1, [] for no discount card, DD.MM.YYYY dates and dates with a time, 00
+    /// for a phone's +.
+    Lenient,
+}
 
 /// The verdict on one user.
 // A verdict is moved once into the store step, never kept in bulk, so boxing the
@@ -33,6 +50,7 @@ pub enum Verdict {
 #[derive(Default)]
 pub struct Validator {
     first_index: HashMap<u128, u64, BuildHasherDefault<Prehashed>>,
+    types: Types,
 }
 
 /// The map's keys are already uniform hashes: their low bits serve as is, instead
@@ -68,11 +86,12 @@ impl Validator {
     /// them): the map is sized once instead of growing by doubling, which rehashed a
     /// million-user file's map several times and held two tables at its peak. Only up
     /// to a bound: a file of millions of bare `1`s has elements but no emails.
-    pub fn for_users(users: u64) -> Validator {
+    pub fn for_users(users: u64, types: Types) -> Validator {
         const PRESIZE_LIMIT: u64 = 1 << 22;
         let capacity = usize::try_from(users.min(PRESIZE_LIMIT)).unwrap_or(0);
         Validator {
             first_index: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            types,
         }
     }
 
@@ -87,7 +106,7 @@ impl Validator {
             }
             Element::BadKey => return Verdict::Rejected(vec![Message::BadUserKey]),
         };
-        let patch = user_fields(&fields, &mut problems);
+        let patch = user_fields(&fields, self.types, &mut problems);
         if let Some(email) = &patch.email {
             // The first occurrence wins even when it was itself rejected: which of the
             // later ones should apply would otherwise depend on errors elsewhere.
@@ -148,6 +167,7 @@ fn max_len(field: &str) -> usize {
 
 fn user_fields(
     fields: &[(std::borrow::Cow<'_, str>, &RawValue)],
+    types: Types,
     problems: &mut Vec<Message>,
 ) -> Draft {
     let mut draft = Draft::default();
@@ -156,11 +176,7 @@ fn user_fields(
     check_repeats(fields.iter().map(|(k, _)| k.as_ref()), "", problems);
     for (key, raw) in fields {
         let field = key.as_ref();
-        let mut f = FieldCheck {
-            field,
-            raw,
-            problems,
-        };
+        let mut f = FieldCheck::new(field, raw, types, problems);
         let r = &mut draft.changes;
         match field {
             "title" => match f.text() {
@@ -173,19 +189,19 @@ fn user_fields(
                 Patch::Clear => email_null = true,
                 Patch::Keep => {}
             },
-            "phone" => r.phone = f.parsed(Rule::Phone, Phone::parse),
+            "phone" => r.phone = f.judged(|f| f.phone()),
             "country" => r.country = f.text(),
             "city" => r.city = f.text(),
             "address" => r.address = f.text(),
             "discount_card" => r.discount_card = f.card(),
-            "customer_group_id" => r.customer_group_id = f.id(),
-            "balance" => r.balance = f.number(),
+            "customer_group_id" => r.customer_group_id = f.judged(|f| f.id()),
+            "balance" => r.balance = f.judged(|f| f.number()),
             "balance_currency" => r.balance_currency = f.parsed(Rule::Currency, Currency::parse),
-            "manager_id" => r.manager_id = f.id(),
+            "manager_id" => r.manager_id = f.judged(|f| f.id()),
             "site_link" => r.site_link = f.parsed(Rule::SiteLink, SiteLink::parse),
             "company" => r.company = f.text(),
             "role" => r.role = f.text(),
-            "newsletter_subscription" => r.newsletter_subscription = f.boolean(),
+            "newsletter_subscription" => r.newsletter_subscription = f.judged(|f| f.boolean()),
             "note" => r.note = f.text(),
             _ => problems.push(Message::UnknownField {
                 field: field.to_owned(),
@@ -287,10 +303,66 @@ impl<'k> Seen<'k> {
 struct FieldCheck<'p, 'v> {
     field: &'v str,
     raw: &'v RawValue,
+    types: Types,
     problems: &'p mut Vec<Message>,
+    /// The loose form a lenient read took the value from, if it did.
+    loose: Option<Loose>,
+}
+
+impl<'p, 'v> FieldCheck<'p, 'v> {
+    fn new(
+        field: &'v str,
+        raw: &'v RawValue,
+        types: Types,
+        problems: &'p mut Vec<Message>,
+    ) -> FieldCheck<'p, 'v> {
+        FieldCheck {
+            field,
+            raw,
+            types,
+            problems,
+            loose: None,
+        }
+    }
 }
 
 impl<'v> FieldCheck<'_, 'v> {
+    /// Reads the field with `read`. A value that strict types refuse but lenient ones
+    /// would accept whole (rules included) gets one message saying so, in place of
+    /// the strict ones: the sender learns what was found and which flag takes it.
+    fn judged<T>(&mut self, read: impl Fn(&mut FieldCheck<'_, 'v>) -> Patch<T>) -> Patch<T> {
+        let before = self.problems.len();
+        let patch = read(self);
+        if self.types == Types::Strict && self.problems.len() > before {
+            let mut scratch = Vec::new();
+            let mut probe = FieldCheck::new(self.field, self.raw, Types::Lenient, &mut scratch);
+            read(&mut probe);
+            if let (Some(form), true) = (probe.loose, scratch.is_empty()) {
+                self.problems.truncate(before);
+                self.lenient_only(form);
+            }
+        }
+        patch
+    }
+
+    fn lenient_only(&mut self, form: Loose) {
+        self.problems.push(Message::LenientOnly {
+            field: self.field.to_owned(),
+            found: quote(self.raw.get().trim()),
+            form,
+        });
+    }
+
+    /// `value`, read from the loose `form`.
+    fn loosely<T>(&mut self, value: T, form: Loose) -> T {
+        self.loose = Some(form);
+        value
+    }
+
+    fn lenient(&self) -> bool {
+        self.types == Types::Lenient
+    }
+
     fn wrong_type(&mut self, expected: JsonKind, found: JsonKind) {
         self.problems.push(Message::WrongType {
             field: self.field.to_owned(),
@@ -318,6 +390,13 @@ impl<'v> FieldCheck<'_, 'v> {
             value: quote(value),
             rule,
         });
+    }
+
+    /// A lenient read that found no form it takes. The value is quoted as the JSON
+    /// text written, so that `"3a"` shows it was a string and `"  "` is visible.
+    fn not_convertible(&mut self, rule: Rule) {
+        let written = self.raw.get().trim();
+        self.invalid(written, rule);
     }
 
     /// A string field: trimmed, empty counts as absent, length limit applied.
@@ -351,6 +430,15 @@ impl<'v> FieldCheck<'_, 'v> {
 
     /// A string field with its own rule.
     fn parsed<T>(&mut self, rule: Rule, parse: impl Fn(&str) -> Option<T>) -> Patch<T> {
+        self.parsed_loosely(rule, |s| parse(s).map(|v| (v, None)))
+    }
+
+    /// A string field with its own rule, which `parse` may meet in a loose form.
+    fn parsed_loosely<T>(
+        &mut self,
+        rule: Rule,
+        parse: impl Fn(&str) -> Option<(T, Option<Loose>)>,
+    ) -> Patch<T> {
         let Some(value) = self.value() else {
             return Patch::Keep;
         };
@@ -358,7 +446,10 @@ impl<'v> FieldCheck<'_, 'v> {
             Value::Null => Patch::Clear,
             Value::String(s) if s.trim().is_empty() => Patch::Keep,
             Value::String(s) => match parse(&s) {
-                Some(v) => Patch::Set(v),
+                Some((v, loose)) => {
+                    self.loose = loose;
+                    Patch::Set(v)
+                }
                 None => {
                     self.invalid(s.trim(), rule);
                     Patch::Keep
@@ -371,15 +462,36 @@ impl<'v> FieldCheck<'_, 'v> {
         }
     }
 
+    fn phone(&mut self) -> Patch<Phone> {
+        match self.types {
+            Types::Strict => self.parsed(Rule::Phone, Phone::parse),
+            Types::Lenient => self.parsed_loosely(Rule::LenientPhone, lenient::phone),
+        }
+    }
+
     fn boolean(&mut self) -> Patch<bool> {
         let Some(value) = self.value() else {
             return Patch::Keep;
         };
-        match value {
-            Value::Null => Patch::Clear,
-            Value::Bool(b) => Patch::Set(b),
+        let lenient = self.lenient();
+        let read = match value {
+            Value::Null => return Patch::Clear,
+            Value::Bool(b) => Some(b),
+            Value::Number(text) if lenient => {
+                lenient::boolean_number(text).map(|b| self.loosely(b, Loose::NumberAsBoolean))
+            }
+            Value::String(s) if lenient => {
+                lenient::boolean_string(&s).map(|b| self.loosely(b, Loose::StringAsBoolean))
+            }
             other => {
                 self.wrong_type(JsonKind::Boolean, other.kind());
+                return Patch::Keep;
+            }
+        };
+        match read {
+            Some(b) => Patch::Set(b),
+            None => {
+                self.not_convertible(Rule::LenientBoolean);
                 Patch::Keep
             }
         }
@@ -389,34 +501,67 @@ impl<'v> FieldCheck<'_, 'v> {
         let Some(value) = self.value() else {
             return Patch::Keep;
         };
-        match value {
-            Value::Null => Patch::Clear,
+        let n = match value {
+            Value::Null => return Patch::Clear,
             Value::Number(text) => match Number::parse(text) {
-                Some(n) if n.to_f64().is_finite() => Patch::Set(n),
-                Some(n) => {
-                    self.invalid(n.as_str(), Rule::Finite);
-                    Patch::Keep
-                }
+                Some(n) => n,
                 None => {
                     self.wrong_type(JsonKind::Number, JsonKind::Number);
-                    Patch::Keep
+                    return Patch::Keep;
+                }
+            },
+            // The number keeps the text inside the quotes, so that a balance read from
+            // "-1250.75" is as exact as one written -1250.75.
+            Value::String(s) if self.lenient() => match Number::parse(s.trim()) {
+                Some(n) => self.loosely(n, Loose::QuotedNumber),
+                None => {
+                    self.not_convertible(Rule::LenientNumber);
+                    return Patch::Keep;
                 }
             },
             other => {
                 self.wrong_type(JsonKind::Number, other.kind());
-                Patch::Keep
+                return Patch::Keep;
             }
+        };
+        if n.to_f64().is_finite() {
+            Patch::Set(n)
+        } else {
+            self.invalid(n.as_str(), Rule::Finite);
+            Patch::Keep
         }
     }
 
-    /// A whole number written without fraction or exponent.
+    /// A whole number: written without fraction or exponent, or (lenient) with a zero
+    /// fraction, or as a string of digits. The text is the value as read, for messages.
     fn integer(&mut self) -> Option<Patch<(String, Option<u64>)>> {
         let value = self.value()?;
+        let lenient = self.lenient();
         match value {
             Value::Null => Some(Patch::Clear),
             Value::Number(text) if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
                 Some(Patch::Set((text.to_owned(), text.parse().ok())))
             }
+            Value::Number(text) if lenient => match lenient::whole(text) {
+                Some(whole) => {
+                    let read = (text.to_owned(), whole.fitting());
+                    Some(Patch::Set(self.loosely(read, Loose::WholeWithFraction)))
+                }
+                None => {
+                    self.wrong_type(JsonKind::Integer, JsonKind::Number);
+                    None
+                }
+            },
+            Value::String(s) if lenient => match lenient::digits(&s) {
+                Some(digits) => {
+                    let read = (digits.to_owned(), digits.parse().ok());
+                    Some(Patch::Set(self.loosely(read, Loose::QuotedNumber)))
+                }
+                None => {
+                    self.not_convertible(Rule::LenientInteger);
+                    None
+                }
+            },
             other => {
                 self.wrong_type(JsonKind::Integer, other.kind());
                 None
@@ -450,22 +595,10 @@ impl<'v> FieldCheck<'_, 'v> {
     }
 
     fn date(&mut self) -> Patch<NaiveDate> {
-        self.parsed(Rule::Date, |s| {
-            let s = s.trim();
-            let shape = s.len() == 10
-                && s.bytes().enumerate().all(|(i, b)| {
-                    if i == 4 || i == 7 {
-                        b == b'-'
-                    } else {
-                        b.is_ascii_digit()
-                    }
-                });
-            if shape {
-                NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
-            } else {
-                None
-            }
-        })
+        match self.types {
+            Types::Strict => self.parsed(Rule::Date, |s| iso_date(s.trim())),
+            Types::Lenient => self.parsed_loosely(Rule::LenientDate, lenient::date),
+        }
     }
 
     fn card_status(&mut self) -> Patch<CardStatus> {
@@ -495,6 +628,14 @@ impl<'v> FieldCheck<'_, 'v> {
         let raw = match value {
             Value::Null => return Patch::Clear,
             Value::Object(raw) => raw,
+            // PHP's json_encode writes an empty array for an empty associative one:
+            // no card given, so the stored one is kept.
+            Value::Array if lenient::is_empty_array(self.raw.get()) => {
+                if !self.lenient() {
+                    self.lenient_only(Loose::EmptyArray);
+                }
+                return Patch::Keep;
+            }
             other => {
                 self.wrong_type(JsonKind::Object, other.kind());
                 return Patch::Keep;
@@ -514,20 +655,33 @@ impl<'v> FieldCheck<'_, 'v> {
         );
         for (key, raw) in &fields {
             let name = format!("discount_card.{key}");
-            let mut f = FieldCheck {
-                field: &name,
-                raw,
-                problems: self.problems,
-            };
+            let mut f = FieldCheck::new(&name, raw, self.types, self.problems);
             match key.as_ref() {
-                "discount" => card.discount = f.percent(),
-                "active" => card.active = f.boolean(),
-                "date_limit" => card.date_limit = f.date(),
-                "status" => card.status = f.card_status(),
+                "discount" => card.discount = f.judged(|f| f.percent()),
+                "active" => card.active = f.judged(|f| f.boolean()),
+                "date_limit" => card.date_limit = f.judged(|f| f.date()),
+                "status" => card.status = f.judged(|f| f.card_status()),
                 _ => self.problems.push(Message::UnknownField { field: name }),
             }
         }
         Patch::Set(card)
+    }
+}
+
+/// `YYYY-MM-DD` (already trimmed), a day that exists: the strict form of a date.
+fn iso_date(s: &str) -> Option<NaiveDate> {
+    let shape = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if shape {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+    } else {
+        None
     }
 }
 
@@ -587,6 +741,50 @@ mod tests {
         );
         assert_eq!(p.len(), 5, "{p:?}");
         assert!(p.iter().all(|m| m.code() == crate::messages::Code::Invalid));
+    }
+
+    fn judge_lenient(json: &str) -> Verdict {
+        Validator::for_users(1, Types::Lenient).user(0, request::element(&raw(json)))
+    }
+
+    #[test]
+    fn strict_names_the_loose_form_only_when_lenient_would_take_the_value() {
+        let p = problems(
+            r#"{"title":"t","email":"a@b.co","manager_id":"3","customer_group_id":"0",
+                "discount_card":{"status":2.0,"active":"yes"}}"#,
+        );
+        assert_eq!(
+            p,
+            [
+                Message::LenientOnly {
+                    field: "manager_id".into(),
+                    found: "\"3\"".into(),
+                    form: Loose::QuotedNumber,
+                },
+                // "0" would convert, then fail the id rule: the strict message stays.
+                Message::WrongType {
+                    field: "customer_group_id".into(),
+                    expected: JsonKind::Integer,
+                    found: JsonKind::String,
+                },
+                Message::LenientOnly {
+                    field: "discount_card.status".into(),
+                    found: "2.0".into(),
+                    form: Loose::WholeWithFraction,
+                },
+                Message::WrongType {
+                    field: "discount_card.active".into(),
+                    expected: JsonKind::Boolean,
+                    found: JsonKind::String,
+                },
+            ]
+        );
+        let Verdict::Valid(p) = judge_lenient(
+            r#"{"title":"t","email":"a@b.co","manager_id":"3","discount_card":{"status":2.0}}"#,
+        ) else {
+            panic!("refused")
+        };
+        assert_eq!(p.changes.manager_id, Patch::Set(3));
     }
 
     #[test]

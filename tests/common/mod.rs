@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use tempfile::TempDir;
 
 /// The variables that change the binary's behaviour; no test inherits them.
-const CLEARED: [&str; 5] = [
+const CLEARED: [&str; 7] = [
+    "USERDROP_LANG",
+    "USERDROP_TYPES",
     "USERDROP_TOKENS",
     "USERDROP_TOKEN_FILE",
     "USERDROP_FAULT",
