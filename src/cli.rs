@@ -363,7 +363,7 @@ pub fn show_config(effective: &Effective, json: bool) -> ExitCode {
 
 /// Prints an operational error the way every command does.
 pub fn fail(error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("userdrop: error: {error}");
+    crate::logs::print_error(error);
     ExitCode::from(EXIT_FAILURE)
 }
 
