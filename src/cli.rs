@@ -623,11 +623,28 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         stop: Some(Arc::clone(&signals.stop)),
         ..settings.clone()
     };
+    // Before the start-up work, which may finish a file cut short (minutes for a
+    // million users): the log says at once which daemon this is and how it is set up.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        inbox = args.watch.display().to_string(),
+        store = args.processing.common.db.display().to_string(),
+        mode = crate::watch::mode(args.poll.map(Duration::from_millis)),
+        settle_ms = args.settle,
+        authorization = settings.auth.is_on(),
+        "userdrop started"
+    );
     if let Err(e) = startup(&store, &args.watch, &startup_settings) {
         return fail(&e);
     }
     if signals.stopped() {
-        tracing::info!("stopped by a signal during start-up");
+        if let Err(e) = store.flush() {
+            return fail(&e);
+        }
+        tracing::info!(
+            reason = "signal during start-up",
+            "userdrop stopped; the store is durable"
+        );
         return ExitCode::from(EXIT_OK);
     }
     if let Err(e) = control::serve(store.clone(), &args.processing.common.db) {
@@ -646,7 +663,6 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         rescan: Duration::from_secs(args.rescan),
         settle: Duration::from_millis(args.settle),
         once: args.once,
-        store: args.processing.common.db.clone(),
         signals,
         hooks: Hooks {
             metrics: metrics.map(|m| Arc::new(Mutex::new(m))),

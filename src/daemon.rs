@@ -98,8 +98,6 @@ pub struct DaemonOptions {
     pub settle: Duration,
     /// Stop after the requests waiting at start-up.
     pub once: bool,
-    /// The store's folder, for the start-up line.
-    pub store: PathBuf,
     /// systemd, metrics and config reload (see `hooks`).
     pub hooks: crate::hooks::Hooks,
     pub signals: Signals,
@@ -285,14 +283,6 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         retry: false,
         scanned: None,
     };
-    tracing::info!(
-        inbox = %options.inbox.display(),
-        store = %options.store.display(),
-        mode = %watch.mode(),
-        settle_ms = options.settle.as_millis() as u64,
-        authorization = state.settings.auth.is_on(),
-        "userdrop started"
-    );
     options
         .hooks
         .started(&options.inbox, Arc::clone(stop), heartbeat.clone());
