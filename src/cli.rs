@@ -425,7 +425,9 @@ pub fn import(args: &ImportArgs, signals: daemon::Signals) -> ExitCode {
     });
     // Makes the last outbox clearing durable, which lets the spool files go.
     if let Err(e) = store.flush() {
-        tracing::warn!("{e}");
+        tracing::warn!(
+            "{e}; the responses written stand, and the next start finishes this clean-up"
+        );
     }
     code
 }
@@ -701,7 +703,7 @@ fn reload_with(reloader: Reloader, started: RunArgs) -> Reload {
             tracing::warn!(
                 config = %file.as_deref().unwrap_or_default(),
                 keys = %ignored.join(", "),
-                "these keys changed but take effect only at a restart"
+                "these keys changed but take effect only at a restart; restart the daemon to apply them"
             );
         }
         Ok(Reloaded {
@@ -715,7 +717,7 @@ fn reload_with(reloader: Reloader, started: RunArgs) -> Reload {
 /// after a crash, and deliver the responses a crash held back.
 pub fn startup(store: &Store, inbox_dir: &Path, settings: &Settings) -> Result<(), String> {
     if !settings.auth.is_on() {
-        tracing::warn!("no token configured: requests are accepted without authorization");
+        tracing::warn!("{}", crate::hooks::NO_TOKEN);
     }
     let folder = inbox::Folder::open(inbox_dir)
         .map_err(|e| format!("cannot open the inbox {}: {e}", inbox_dir.display()))?;
