@@ -7,13 +7,16 @@ use crate::daemon::{self, DaemonOptions};
 use crate::export::Format;
 use crate::hooks::{Hooks, Reload, Reloaded};
 use crate::inbox;
-use crate::messages::Lang;
 use crate::metrics::Metrics;
 use crate::model::Status;
-use crate::process::{self, Auth, Settings};
+use crate::options::{
+    CheckArgs, Common, DeleteArgs, ImportArgs, Processing, RunArgs, SnapshotArgs,
+};
+use crate::process::{self, Settings};
 use crate::response;
-use crate::store::{Store, StoreError, StoreOptions};
-use clap::{Args, Parser, Subcommand};
+use crate::retention::{self, Retention};
+use crate::store::{Store, StoreError};
+use clap::{Parser, Subcommand};
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,7 +41,6 @@ pub const EXIT_REJECTED: u8 = 3;
         user, upserts the valid ones into its store (keyed by email) and writes \
         NAME.response.json beside NAME.json, in the format of the platform's HTTP function.\n\n\
         Without a command, userdrop runs the daemon on ./watch with the store in ./data.",
-    args_conflicts_with_subcommands = true,
     after_help = "Exit codes: 0 every file OK; 3 some file WARNING or ERROR; \
         1 operational failure (store locked or unreadable, inbox missing, disk full); 2 bad usage."
 )]
@@ -56,7 +58,7 @@ pub enum Command {
     /// Apply these request files now; write each response beside its file.
     Import(ImportArgs),
     /// Validate files against the store and print the would-be responses; change nothing.
-    Check(ImportArgs),
+    Check(CheckArgs),
     /// Print the stored user with this email as JSON; exit 1 if there is none.
     Get {
         /// The email, in any case; it is trimmed and lower-cased like on import.
@@ -81,6 +83,14 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Erase these users from the store (the right to erasure); exit 1 if none was
+    /// stored. Names the files in the inbox that still mention them.
+    Delete(DeleteArgs),
+    /// Write a consistent, full snapshot of the store (users with their meta, the
+    /// file history, the counters) to FILE; works while the daemon runs.
+    Backup(SnapshotArgs),
+    /// Load a backup into an empty store.
+    Restore(SnapshotArgs),
     /// Print a JSON Schema (draft 2020-12) of the request file, for editors and CI.
     ///
     /// By default only the request format: the known keys and each field's JSON type.
@@ -108,171 +118,6 @@ pub enum Command {
     },
 }
 
-/// Options every command takes.
-#[derive(Args, Debug, Clone)]
-pub struct Common {
-    /// A TOML config file: a key for every option below (flags and USERDROP_*
-    /// variables take precedence over it).
-    #[arg(long, value_name = "FILE", env = "USERDROP_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// The store's folder (created if missing; keep it outside the inbox).
-    #[arg(long, value_name = "DIR", default_value = "data", env = "USERDROP_DB")]
-    pub db: PathBuf,
-    /// sled's page cache, in MiB (at least 1).
-    #[arg(
-        long,
-        value_name = "MIB",
-        default_value_t = 64,
-        value_parser = clap::value_parser!(u64).range(1..),
-        env = "USERDROP_CACHE_MB"
-    )]
-    pub cache_mb: u64,
-    /// Log level for stderr (overridden by RUST_LOG).
-    #[arg(
-        long,
-        value_name = "LEVEL",
-        value_enum,
-        default_value_t = LogLevel::Info,
-        env = "USERDROP_LOG_LEVEL"
-    )]
-    pub log_level: LogLevel,
-    /// Log format for stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "USERDROP_LOG_FORMAT")]
-    pub log_format: LogFormat,
-}
-
-/// How much goes to stderr. A word that is not a level is refused (exit 2) rather
-/// than read as a filter that silently matches nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogLevel {
-    Error,
-    #[value(alias = "warning")]
-    Warn,
-    Info,
-    Debug,
-    Trace,
-    Off,
-}
-
-impl LogLevel {
-    /// The directive for `tracing`'s filter.
-    pub fn directive(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-            LogLevel::Off => "off",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Options of the commands that process request files.
-#[derive(Args, Debug, Clone)]
-pub struct Processing {
-    /// A token requests must carry (repeatable). With none, `token` is optional and ignored.
-    #[arg(
-        long = "token",
-        value_name = "T",
-        env = "USERDROP_TOKENS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    pub tokens: Vec<String>,
-    /// A file of tokens, one a line (blank lines and lines starting with # are
-    /// ignored), added to --token: it keeps them out of the process list. Read at
-    /// start and again on SIGHUP.
-    #[arg(long, value_name = "PATH", env = "USERDROP_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Files larger than this are rejected with ERROR without being read.
-    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024, env = "USERDROP_MAX_FILE_SIZE")]
-    pub max_file_size: u64,
-    /// Language of the response messages.
-    #[arg(long, value_enum, default_value_t = Lang::En, env = "USERDROP_LANG")]
-    pub lang: Lang,
-    /// Users applied per atomic step; bounds memory and what a crash can cut short.
-    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_STEP_USERS")]
-    pub step_users: u64,
-    /// Write Prometheus metrics (text format, for node_exporter's textfile collector)
-    /// to this file after every processed file (run and import).
-    #[arg(long, value_name = "PATH", env = "USERDROP_METRICS_FILE")]
-    pub metrics_file: Option<PathBuf>,
-    #[command(flatten)]
-    pub common: Common,
-}
-
-impl Processing {
-    pub fn settings(&self) -> Settings {
-        Settings {
-            max_file_size: self.max_file_size,
-            step_users: usize::try_from(self.step_users).unwrap_or(usize::MAX),
-            auth: Auth::new(self.tokens.iter().cloned()),
-            lang: self.lang,
-            stop: None,
-            meter: None,
-        }
-    }
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ImportArgs {
-    /// Request files (users/import JSON).
-    #[arg(required = true, value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-    #[command(flatten)]
-    pub processing: Processing,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    /// The inbox folder.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "watch",
-        env = "USERDROP_WATCH"
-    )]
-    pub watch: PathBuf,
-    /// Process the requests waiting in the inbox, then exit.
-    #[arg(long)]
-    pub once: bool,
-    /// Poll the inbox every MS milliseconds instead of using inotify events (for
-    /// NFS/SMB/FUSE mounts, where events do not arrive).
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_POLL")]
-    pub poll: Option<u64>,
-    /// Full rescan of the inbox every SECS seconds, in both modes, so that no file is
-    /// missed after an event-queue overflow.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_RESCAN")]
-    pub rescan: u64,
-    /// How long a file that does not parse must stay unchanged before it gets ERROR,
-    /// in milliseconds (a partial upload is waited for until then).
-    #[arg(
-        long,
-        value_name = "MS",
-        default_value_t = 2000,
-        env = "USERDROP_SETTLE"
-    )]
-    pub settle: u64,
-    #[command(flatten)]
-    pub processing: Processing,
-}
-
-impl Common {
-    pub fn open_store(&self) -> Result<Store, crate::store::StoreError> {
-        let options = StoreOptions {
-            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
-        };
-        Store::open(&self.db, &options)
-    }
-}
-
 /// What to say when `db` holds no store (sled's log file `db`, which every store has):
 /// the read commands never create one (SPEC §6), so a wrong folder is an operational
 /// failure naming the path, not an empty store that answers "no user".
@@ -285,12 +130,37 @@ fn no_store(db: &Path) -> Option<String> {
     })
 }
 
+/// The daemon's options also sit at the top level, for `userdrop --watch DIR` without
+/// a command. Given before another command they would be silently ignored (only
+/// [`Common`]'s are global), so they are refused, naming the command that takes them.
+pub fn misplaced(matches: &clap::ArgMatches) -> Option<clap::Error> {
+    let (name, _) = matches.subcommand()?;
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    let flag = cli
+        .get_arguments()
+        .filter(|a| !a.is_global_set())
+        .find(|a| {
+            matches.value_source(a.get_id().as_str())
+                == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .and_then(|a| a.get_long().map(str::to_owned))?;
+    Some(cli.error(
+        clap::error::ErrorKind::ArgumentConflict,
+        format!(
+            "--{flag} is an option of the daemon (`userdrop run --{flag} ...`), not of `{name}`; only --db, --config, --cache-mb, --log-level and --log-format may come before a command's name"
+        ),
+    ))
+}
+
 impl Cli {
     pub fn common(&self) -> &Common {
         match &self.command {
             None => &self.run.processing.common,
             Some(Command::Run(a) | Command::Config { run: a, .. }) => &a.processing.common,
-            Some(Command::Import(a) | Command::Check(a)) => &a.processing.common,
+            Some(Command::Import(a)) => &a.processing.common,
+            Some(Command::Check(a)) => &a.common,
+            Some(Command::Delete(a)) => &a.common,
+            Some(Command::Backup(a) | Command::Restore(a)) => &a.common,
             Some(
                 Command::Get { common, .. }
                 | Command::Export { common, .. }
@@ -321,8 +191,11 @@ pub fn configure(
         None => daemon_config(&mut args.run, own),
         Some(Command::Run(run)) => daemon_config(run, own),
         Some(Command::Config { run, .. }) => Ok((config::resolve_run(run, own)?, None)),
-        Some(Command::Import(a) | Command::Check(a)) => {
-            Ok((config::resolve_processing(&mut a.processing, own)?, None))
+        Some(Command::Import(a)) => Ok((config::resolve_processing(&mut a.processing, own)?, None)),
+        Some(Command::Check(a)) => Ok((config::resolve_check(a, own)?, None)),
+        Some(Command::Delete(a)) => Ok((config::resolve_delete(a, own)?, None)),
+        Some(Command::Backup(a) | Command::Restore(a)) => {
+            Ok((config::resolve_common(&mut a.common, own)?, None))
         }
         Some(
             Command::Get { common, .. }
@@ -358,6 +231,24 @@ pub fn show_config(effective: &Effective, json: bool) -> ExitCode {
     match io::stdout().lock().write_all(text.as_bytes()) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => fail(&e),
+    }
+}
+
+/// Prints a usage error found after parsing (a combination of settings) like clap's.
+fn usage(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("userdrop: error: {error}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Opens what the retention settings ask for, or says why not (exit 2 or 1).
+fn open_retention(args: &RunArgs) -> Result<Option<Arc<Retention>>, ExitCode> {
+    let Some(policy) = args.retention().map_err(|e| usage(&e))? else {
+        return Ok(None);
+    };
+    match Retention::open(&policy, &args.watch) {
+        Ok(opened) => Ok(Some(Arc::new(opened))),
+        Err(retention::OpenError::Usage(e)) => Err(usage(&e)),
+        Err(retention::OpenError::Failure(e)) => Err(fail(&e)),
     }
 }
 
@@ -508,9 +399,9 @@ fn for_each_file(
 }
 
 /// `check FILE...`: the would-be responses on stdout, one JSON document per file.
-pub fn check(args: &ImportArgs) -> ExitCode {
-    let settings = args.processing.settings();
-    let common = &args.processing.common;
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let settings = args.rules.settings();
+    let common = &args.common;
     // No store yet: judged against an empty one, and none is created.
     let opened = match no_store(&common.db) {
         Some(_) => Store::scratch().map_err(|e| e.to_string()),
@@ -541,19 +432,7 @@ pub fn check(args: &ImportArgs) -> ExitCode {
 pub fn read(query: &Query, common: &Common) -> ExitCode {
     let stdout = Stdout::default();
     let mut out = BufWriter::new(stdout.clone());
-    if let Some(missing) = no_store(&common.db) {
-        return fail(&missing);
-    }
-    let reply = match common.open_store() {
-        Ok(store) => control::answer(&store, query, &mut out),
-        Err(StoreError::Locked(dir)) => control::ask(&common.db, query, &mut out).map_err(|e| {
-            format!(
-                "the store {} is held by another process and its control socket did not answer ({e}); is a userdrop daemon running on it?",
-                dir.display()
-            )
-        }),
-        Err(e) => Err(e.to_string()),
-    };
+    let reply = ask_store(query, common, &mut out);
     let flushed = out.flush();
     if stdout.closed() {
         // `| head` has what it wanted (SPEC §6: a closed output ends quietly).
@@ -562,12 +441,207 @@ pub fn read(query: &Query, common: &Common) -> ExitCode {
     if let Err(e) = flushed {
         return fail(&e);
     }
+    ExitCode::from(said(reply))
+}
+
+/// Answers `query` from the store, or, when a daemon holds it, through the daemon.
+/// A missing store is an error: the read commands never create one.
+fn ask_store(
+    query: &Query,
+    common: &Common,
+    out: &mut dyn Write,
+) -> Result<control::Reply, String> {
+    if let Some(missing) = no_store(&common.db) {
+        return Err(missing);
+    }
+    match common.open_store() {
+        Ok(store) => control::answer(&store, query, out),
+        Err(StoreError::Locked(dir)) => control::ask(&common.db, query, out).map_err(|e| {
+            format!(
+                "the store {} is held by another process and its control socket did not answer ({e}); is a userdrop daemon running on it?",
+                dir.display()
+            )
+        }),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Prints a reply's note, or the error; the exit code.
+fn said(reply: Result<control::Reply, String>) -> u8 {
     match reply {
         Ok(reply) => {
             if let Some(note) = reply.note {
                 eprintln!("userdrop: {note}");
             }
-            ExitCode::from(reply.exit)
+            reply.exit
+        }
+        Err(e) => {
+            eprintln!("userdrop: error: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// `delete EMAIL...`: erases the users, through the daemon if it holds the store,
+/// then names (or with `--purge-files` removes) the files that still mention them.
+pub fn delete(args: &DeleteArgs) -> ExitCode {
+    let query = Query::Delete {
+        emails: args.emails.clone(),
+    };
+    let mut out = io::stdout().lock();
+    let code = said(ask_store(&query, &args.common, &mut out));
+    if code == EXIT_FAILURE && no_store(&args.common.db).is_some() {
+        return ExitCode::from(code);
+    }
+    let emails: Vec<crate::model::Email> = args
+        .emails
+        .iter()
+        .filter_map(|e| crate::model::Email::parse(e))
+        .collect();
+    let mentions =
+        match crate::erase::find(std::slice::from_ref(&args.watch), &emails, args.purge_files) {
+            Ok(m) => m,
+            Err(e) => {
+                return fail(&format!(
+                    "cannot search the inbox {} for files that mention them: {e}",
+                    args.watch.display()
+                ));
+            }
+        };
+    for path in &mentions.removed {
+        let _ = writeln!(out, "removed {}", path.display());
+    }
+    for path in &mentions.remaining {
+        let _ = writeln!(out, "still mentioned in {}", path.display());
+    }
+    if !mentions.remaining.is_empty() {
+        eprintln!(
+            "userdrop: {} file(s) still hold these addresses; remove each request before its response (a response removed alone makes the daemon apply its request again){}",
+            mentions.remaining.len(),
+            if args.purge_files {
+                ""
+            } else {
+                ", or run again with --purge-files to remove the pairs that hold no one else"
+            }
+        );
+    }
+    ExitCode::from(code)
+}
+
+/// `backup FILE|-`: from the store, or through the daemon that holds it; a file is
+/// written under a temporary name and put in place only when whole and synced.
+pub fn backup(args: &SnapshotArgs) -> ExitCode {
+    let to_stdout = args.file.as_os_str() == "-";
+    let how = match to_stdout {
+        true => crate::backup::Compression::None,
+        false => crate::backup::Compression::for_name(&args.file),
+    };
+    let mut target = match to_stdout {
+        true => None,
+        false => match crate::backup::Target::create(&args.file) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                return fail(&format!(
+                    "cannot write the backup {}: {e}",
+                    args.file.display()
+                ));
+            }
+        },
+    };
+    let stdout = Stdout::default();
+    let sink: Box<dyn Write + '_> = match &mut target {
+        Some(t) => Box::new(t.file()),
+        None => Box::new(stdout.clone()),
+    };
+    let written = take_backup(args, sink, how);
+    if stdout.closed() {
+        return ExitCode::from(EXIT_OK);
+    }
+    let committed = match (written, target) {
+        (Ok(summary), Some(t)) => t.commit().map(|()| summary).map_err(|e| e.to_string()),
+        (Ok(summary), None) => Ok(summary),
+        (Err(e), Some(t)) => {
+            t.abandon();
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+    };
+    match committed {
+        Ok(summary) => {
+            eprintln!(
+                "userdrop: backed up {} users and {} files to {}",
+                summary.users,
+                summary.files,
+                if to_stdout {
+                    "standard output".into()
+                } else {
+                    args.file.display().to_string()
+                }
+            );
+            ExitCode::from(EXIT_OK)
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// Writes the backup, compressed as asked, and checks that it ended whole: what the
+/// daemon sent must end with the `end` line, whose counts are the summary.
+fn take_backup(
+    args: &SnapshotArgs,
+    sink: Box<dyn Write + '_>,
+    how: crate::backup::Compression,
+) -> Result<crate::backup::Summary, String> {
+    let compressed =
+        crate::backup::Compressed::new(BufWriter::new(sink), how).map_err(|e| e.to_string())?;
+    let mut out = crate::backup::Tail::new(compressed);
+    let reply = ask_store(&Query::Backup, &args.common, &mut out)?;
+    if reply.exit != EXIT_OK {
+        return Err(reply.note.unwrap_or_else(|| "the backup failed".into()));
+    }
+    let summary = out
+        .summary()
+        .ok_or("the backup was cut short: it has no end line")?;
+    out.into_inner()
+        .finish()
+        .and_then(|mut w| w.flush())
+        .map_err(|e| e.to_string())?;
+    Ok(summary)
+}
+
+/// `restore FILE|-`: a backup into an empty store (or one a restore left unfinished).
+pub fn restore(args: &SnapshotArgs) -> ExitCode {
+    let input: Box<dyn io::Read> = if args.file.as_os_str() == "-" {
+        Box::new(io::stdin())
+    } else {
+        match std::fs::File::open(&args.file) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                return fail(&format!(
+                    "cannot read the backup {}: {e}",
+                    args.file.display()
+                ));
+            }
+        }
+    };
+    let store = match args.common.open_store_to_restore() {
+        Ok(s) => s,
+        Err(StoreError::Locked(dir)) => {
+            return fail(&format!(
+                "the store {} is held by a running userdrop; a restore needs the store to itself: stop the daemon, restore, then start it again",
+                dir.display()
+            ));
+        }
+        Err(e) => return fail(&e),
+    };
+    match crate::backup::restore(&store, &args.common.db, input) {
+        Ok(summary) => {
+            eprintln!(
+                "userdrop: restored {} users and {} files into {}",
+                summary.users,
+                summary.files,
+                args.common.db.display()
+            );
+            ExitCode::from(EXIT_OK)
         }
         Err(e) => fail(&e),
     }
@@ -610,12 +684,19 @@ impl Write for Stdout {
 /// `signals` were installed first thing at start-up.
 pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals) -> ExitCode {
     let settings = args.processing.settings();
+    if let Err(e) = args.retention() {
+        return usage(&e);
+    }
     if !args.watch.is_dir() {
         return fail(&format!(
             "the inbox {} is not a folder; create it or give --watch DIR",
             args.watch.display()
         ));
     }
+    let retention = match open_retention(args) {
+        Ok(retention) => retention,
+        Err(code) => return code,
+    };
     let store = match args.processing.common.open_store() {
         Ok(s) => s,
         Err(e) => return fail(&e),
@@ -634,6 +715,9 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         mode = crate::watch::mode(args.poll.map(Duration::from_millis)),
         settle_ms = args.settle,
         authorization = settings.auth.is_on(),
+        retention = retention
+            .as_ref()
+            .map_or("off".to_owned(), |r| r.to_string()),
         "userdrop started"
     );
     if let Err(e) = startup(&store, &args.watch, &startup_settings) {
@@ -665,6 +749,7 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         rescan: Duration::from_secs(args.rescan),
         settle: Duration::from_millis(args.settle),
         once: args.once,
+        retention,
         signals,
         hooks: Hooks {
             metrics: metrics.map(|m| Arc::new(Mutex::new(m))),
@@ -763,11 +848,79 @@ pub fn completions(shell: clap_complete::Shell) -> ExitCode {
     print(Ok(text))
 }
 
-/// `man`: userdrop(1).
+/// `man`: userdrop(1), one page for every command. clap_mangen's own page lists the
+/// commands as `userdrop-run(1)` and so on, pages that do not exist; here each
+/// command gets a subsection with its usage, its description and its own options
+/// (the global ones are listed once, at the top).
 pub fn man() -> ExitCode {
+    print(render_man())
+}
+
+fn render_man() -> io::Result<Vec<u8>> {
+    let mut cli = <Cli as clap::CommandFactory>::command();
+    cli.build();
     let mut text = Vec::new();
-    let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-    print(man.render(&mut text).map(|()| text))
+    let page = clap_mangen::Man::new(cli.clone());
+    page.render_title(&mut text)?;
+    page.render_name_section(&mut text)?;
+    page.render_synopsis_section(&mut text)?;
+    page.render_description_section(&mut text)?;
+    page.render_options_section(&mut text)?;
+    roff::Roff::new()
+        .control("SH", ["COMMANDS"])
+        .text([roff::roman(
+            "Every command takes --db, --config, --cache-mb, --log-level and --log-format (above), before or after its name. The options above the daemon's own (--watch and the rest) belong to run, the default command. `userdrop COMMAND --help` shows each command's options too.",
+        )])
+        .to_writer(&mut text)?;
+    for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+        render_command(sub, &mut text)?;
+    }
+    // The after-help text is the exit codes: the section man pages give them under.
+    let mut extra = Vec::new();
+    page.render_extra_section(&mut extra)?;
+    let extra = String::from_utf8_lossy(&extra).replacen(".SH EXTRA", ".SH \"EXIT STATUS\"", 1);
+    text.extend_from_slice(extra.as_bytes());
+    page.render_version_section(&mut text)?;
+    Ok(text)
+}
+
+/// One command's subsection: usage, description, and its options but the global ones.
+fn render_command(sub: &clap::Command, text: &mut Vec<u8>) -> io::Result<()> {
+    let own: Vec<clap::Arg> = sub
+        .get_arguments()
+        .filter(|a| !a.is_global_set() && a.get_id() != "help")
+        .cloned()
+        .collect();
+    let usage = clap::Command::new("userdrop")
+        .bin_name(format!("userdrop {}", sub.get_name()))
+        .disable_help_flag(true)
+        .args(own.clone())
+        .render_usage()
+        .to_string();
+    let about = sub
+        .get_long_about()
+        .or_else(|| sub.get_about())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let mut roff = roff::Roff::new();
+    roff.control("SS", [sub.get_name()]);
+    roff.text([roff::bold(usage.trim_start_matches("Usage: "))]);
+    for paragraph in about.split("\n\n") {
+        roff.control("PP", []).text([roff::roman(paragraph)]);
+    }
+    roff.to_writer(text)?;
+    if own.iter().any(|a| !a.is_positional()) {
+        let options = clap::Command::new("userdrop")
+            .disable_help_flag(true)
+            .args(own);
+        let mut rendered = Vec::new();
+        clap_mangen::Man::new(options).render_options_section(&mut rendered)?;
+        // Its heading would start a section of its own; under a command it is a paragraph.
+        let rendered =
+            String::from_utf8_lossy(&rendered).replacen(".SH OPTIONS", ".PP\nOptions:", 1);
+        text.extend_from_slice(rendered.as_bytes());
+    }
+    Ok(())
 }
 
 /// Prints generated text whole, or says why not; a closed pipe is an error like any

@@ -15,8 +15,11 @@
 //! error naming the key and the file (exit code 2: the configuration given is wrong,
 //! as with a bad flag).
 
-use crate::cli::{Common, LogFormat, LogLevel, Processing, RunArgs};
 use crate::messages::Lang;
+use crate::options::{
+    CheckArgs, Common, DeleteArgs, LogFormat, LogLevel, Processing, Rules, RunArgs,
+};
+use crate::retention::Age;
 use clap::ValueEnum;
 use clap::parser::{ArgMatches, ValueSource};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -72,6 +75,11 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "at_least_one")]
     pub rescan: Option<u64>,
     pub settle: Option<u64>,
+    pub archive: Option<PathBuf>,
+    #[serde(default, deserialize_with = "age")]
+    pub archive_after: Option<Age>,
+    #[serde(default, deserialize_with = "age")]
+    pub delete_after: Option<Age>,
     pub tokens: Option<Vec<String>>,
     pub token_file: Option<PathBuf>,
     pub max_file_size: Option<u64>,
@@ -94,6 +102,14 @@ fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
         0 => Err(serde::de::Error::custom("must be at least 1")),
         n => Ok(Some(n)),
     }
+}
+
+/// The same text the flag takes: `archive_after = "7d"`.
+fn age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Age>, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// The same names the flag takes (`lang = "uk"`, `log_format = "json"`).
@@ -179,7 +195,7 @@ impl Layer<'_> {
 
     /// The token file, if one is given, read now (and again at each reload): its
     /// tokens are added to the others.
-    fn token_file(&mut self, p: &mut Processing) -> Result<(), ConfigError> {
+    fn token_file(&mut self, p: &mut Rules) -> Result<(), ConfigError> {
         let from_file = self.file.token_file.clone().map(Some);
         self.pick("token_file", &mut p.token_file, from_file, |f| {
             f.as_deref().map(path).unwrap_or_else(|| "(none)".into())
@@ -193,17 +209,23 @@ impl Layer<'_> {
         Ok(())
     }
 
-    fn processing(&mut self, p: &mut Processing) -> Result<(), ConfigError> {
+    fn rules(&mut self, r: &mut Rules) -> Result<(), ConfigError> {
         let f = self.file;
-        self.pick("tokens", &mut p.tokens, f.tokens.clone(), |t| masked(t));
-        self.token_file(p)?;
+        self.pick("tokens", &mut r.tokens, f.tokens.clone(), |t| masked(t));
+        self.token_file(r)?;
         self.pick(
             "max_file_size",
-            &mut p.max_file_size,
+            &mut r.max_file_size,
             f.max_file_size,
             u64::to_string,
         );
-        self.pick("lang", &mut p.lang, f.lang, name_of);
+        self.pick("lang", &mut r.lang, f.lang, name_of);
+        Ok(())
+    }
+
+    fn processing(&mut self, p: &mut Processing) -> Result<(), ConfigError> {
+        let f = self.file;
+        self.rules(&mut p.rules)?;
         self.pick(
             "step_users",
             &mut p.step_users,
@@ -229,7 +251,23 @@ impl Layer<'_> {
         });
         self.pick("rescan", &mut r.rescan, f.rescan, u64::to_string);
         self.pick("settle", &mut r.settle, f.settle, u64::to_string);
+        self.retention(r);
         self.processing(&mut r.processing)
+    }
+
+    fn retention(&mut self, r: &mut RunArgs) {
+        let f = self.file;
+        let none = || "(none)".to_owned();
+        self.pick(
+            "archive",
+            &mut r.archive,
+            f.archive.clone().map(Some),
+            |p| p.as_deref().map(path).unwrap_or_else(none),
+        );
+        let age = |a: &Option<Age>| a.map(|a| a.to_string()).unwrap_or_else(none);
+        let (archive_after, delete_after) = (f.archive_after.map(Some), f.delete_after.map(Some));
+        self.pick("archive_after", &mut r.archive_after, archive_after, age);
+        self.pick("delete_after", &mut r.delete_after, delete_after, age);
     }
 }
 
@@ -342,6 +380,38 @@ pub fn resolve_processing(
     Ok(effective(&p.common, layer.entries))
 }
 
+/// `check`'s: the rules and the common options, no more.
+pub fn resolve_check(c: &mut CheckArgs, matches: &ArgMatches) -> Result<Effective, ConfigError> {
+    let file = load_for(&c.common)?;
+    let mut layer = Layer {
+        matches,
+        file: &file,
+        entries: Vec::new(),
+    };
+    layer.rules(&mut c.rules)?;
+    layer.common(&mut c.common);
+    Ok(effective(&c.common, layer.entries))
+}
+
+/// `delete`'s: the inbox it searches, and the common options.
+pub fn resolve_delete(d: &mut DeleteArgs, matches: &ArgMatches) -> Result<Effective, ConfigError> {
+    let file = load_for(&d.common)?;
+    let mut layer = Layer {
+        matches,
+        file: &file,
+        entries: Vec::new(),
+    };
+    layer.pick("watch", &mut d.watch, file.watch.clone(), |p| path(p));
+    layer.pick(
+        "archive",
+        &mut d.archive,
+        file.archive.clone().map(Some),
+        |p| p.as_deref().map(path).unwrap_or_else(|| "(none)".into()),
+    );
+    layer.common(&mut d.common);
+    Ok(effective(&d.common, layer.entries))
+}
+
 pub fn resolve_run(r: &mut RunArgs, matches: &ArgMatches) -> Result<Effective, ConfigError> {
     let file = load_for(&r.processing.common)?;
     let mut layer = Layer {
@@ -372,6 +442,9 @@ pub const RESTART_KEYS: &[&str] = &[
     "log_level",
     "log_format",
     "metrics_file",
+    "archive",
+    "archive_after",
+    "delete_after",
 ];
 
 impl Reloader {
@@ -387,7 +460,7 @@ impl Reloader {
     /// Whether a reload has anything to read again: the config file, or a token file
     /// named by a flag or variable.
     pub fn has_files(&self) -> bool {
-        self.file().is_some() || self.base.processing.token_file.is_some()
+        self.file().is_some() || self.base.processing.rules.token_file.is_some()
     }
 
     /// Reads the config file again; returns the new arguments and the keys whose new
@@ -418,6 +491,9 @@ fn restart_values(r: &RunArgs) -> Vec<(&'static str, String)> {
         name_of(&c.log_level),
         name_of(&c.log_format),
         format!("{:?}", r.processing.metrics_file),
+        format!("{:?}", r.archive),
+        format!("{:?}", r.archive_after),
+        format!("{:?}", r.delete_after),
     ];
     RESTART_KEYS.iter().copied().zip(values).collect()
 }

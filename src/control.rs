@@ -32,9 +32,21 @@ pub const SOCKET: &str = "userdrop.sock";
 /// A read command.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Query {
-    Get { email: String },
-    Export { format: Format },
-    Stats { json: bool },
+    Get {
+        email: String,
+    },
+    Export {
+        format: Format,
+    },
+    Stats {
+        json: bool,
+    },
+    /// Erase these users; prints `erased EMAIL` for each one that was stored.
+    Delete {
+        emails: Vec<String>,
+    },
+    /// A backup of the whole store (see `backup`), uncompressed.
+    Backup,
 }
 
 /// The header of an answer.
@@ -99,7 +111,39 @@ pub fn answer(store: &Store, query: &Query, out: &mut dyn Write) -> Result<Reply
             written.map_err(|e| e.to_string())?;
             Ok(ok)
         }
+        Query::Delete { emails } => delete(store, emails, out),
+        Query::Backup => {
+            crate::backup::write(store, out).map_err(|e| e.to_string())?;
+            Ok(ok)
+        }
     }
+}
+
+/// `delete`: erases the users and says which were not stored.
+fn delete(store: &Store, emails: &[String], out: &mut dyn Write) -> Result<Reply, String> {
+    let (valid, invalid): (Vec<_>, Vec<_>) = emails
+        .iter()
+        .map(|e| Email::parse(e).ok_or(e))
+        .partition(Result::is_ok);
+    let valid: Vec<Email> = valid.into_iter().flatten().collect();
+    let erased = store.delete(&valid).map_err(|e| e.to_string())?;
+    for email in &erased {
+        writeln!(out, "erased {email}").map_err(|e| e.to_string())?;
+    }
+    let mut absent: Vec<String> = valid
+        .iter()
+        .filter(|e| !erased.contains(e))
+        .map(ToString::to_string)
+        .collect();
+    absent.dedup();
+    absent.extend(
+        invalid
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| format!("{:?} (not a valid email)", e.trim())),
+    );
+    let note = (!absent.is_empty()).then(|| format!("no user with email {}", absent.join(", ")));
+    Ok(Reply::done(if erased.is_empty() { 1 } else { 0 }, note))
 }
 
 pub fn socket_path(db: &Path) -> PathBuf {
@@ -208,10 +252,35 @@ fn serve_one(store: &Store, stream: UnixStream) -> io::Result<()> {
     set_timeouts(&stream)?;
     let line = read_query(&stream)?;
     let query: Query = serde_json::from_str(&line).map_err(io::Error::other)?;
+    if let Query::Backup = query {
+        return serve_backup(store, stream);
+    }
     // Answer into memory first: the header carries the exit code, known only at the end.
     let mut body = Vec::new();
     let reply = answer(store, &query, &mut body).unwrap_or_else(|e| Reply::done(1, Some(e)));
     write_reply(stream, &reply, &body)
+}
+
+/// A backup is the whole store: it is written to a file no one else can see (in the
+/// store's private folder, gone when closed) before the header, so that memory stays
+/// flat and the store's gate is held only for as long as the store is read, never
+/// for as long as a slow client takes to read the answer.
+fn serve_backup(store: &Store, stream: UnixStream) -> io::Result<()> {
+    let mut file = store.scratch_file()?;
+    let reply = {
+        let mut out = io::BufWriter::new(&mut file);
+        let reply = answer(store, &Query::Backup, &mut out);
+        out.flush()?;
+        reply.unwrap_or_else(|e| Reply::done(1, Some(e)))
+    };
+    io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+    let mut out = io::BufWriter::new(stream);
+    serde_json::to_writer(&mut out, &reply)?;
+    out.write_all(b"\n")?;
+    if reply.exit == 0 {
+        io::copy(&mut file, &mut out)?;
+    }
+    out.flush()
 }
 
 /// The query line, read within [`CLIENT_TIMEOUT`] in all: a read timeout alone would
@@ -259,7 +328,8 @@ impl Query {
     fn patience(&self) -> Duration {
         match self {
             Query::Get { .. } | Query::Stats { .. } => Duration::from_secs(10),
-            Query::Export { .. } => Duration::from_secs(300),
+            Query::Export { .. } | Query::Backup => Duration::from_secs(300),
+            Query::Delete { .. } => Duration::from_secs(60),
         }
     }
 }

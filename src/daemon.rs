@@ -8,6 +8,7 @@ use crate::inbox::{Folder, Look};
 use crate::model::Status;
 use crate::notify::Heartbeat;
 use crate::process::{self, Delivery, Request, Settings, Taken, Verify};
+use crate::retention::Sweeper;
 use crate::store::{FileRecord, Store};
 use crate::watch::Watch;
 use std::collections::{HashMap, HashSet};
@@ -98,6 +99,8 @@ pub struct DaemonOptions {
     pub settle: Duration,
     /// Stop after the requests waiting at start-up.
     pub once: bool,
+    /// Clean-up of answered requests: at start-up and every `rescan`.
+    pub retention: Option<Arc<crate::retention::Retention>>,
     /// systemd, metrics and config reload (see `hooks`).
     pub hooks: crate::hooks::Hooks,
     pub signals: Signals,
@@ -254,6 +257,7 @@ struct Loop<'a> {
     retry: bool,
     /// The folder's entries stamp at the last scan, and when the last full one ran.
     scanned: Option<([i64; 4], Instant)>,
+    retention: Option<Sweeper>,
 }
 
 /// Runs until a stop signal (or, with `once`, until the waiting files are done).
@@ -282,6 +286,7 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         all_ok: true,
         retry: false,
         scanned: None,
+        retention: options.retention.clone().map(Sweeper::new),
     };
     options
         .hooks
@@ -289,6 +294,9 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
     let started = Instant::now();
     let mut first_pass = true;
     let mut scan = true;
+    // At start-up too, after the recovery and before the first scan: an inbox that
+    // was down for a while is cleaned up at once, not a rescan later.
+    state.clean_up_if_due();
     while !options.signals.stopped() {
         heartbeat.beat();
         if !scan {
@@ -304,6 +312,8 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
                 scan = false;
             }
             state.retry = false;
+            // On the rescan's clock, not on events: ages are hours or days.
+            state.clean_up_if_due();
             if options.signals.hangup.swap(false, Ordering::Relaxed) {
                 options.hooks.reload(&mut state.settings, &mut state.settle);
                 tracing::info!("SIGHUP: rescanning the inbox");
@@ -343,6 +353,16 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
 }
 
 impl Loop<'_> {
+    /// A retention pass, if retention is on and the rescan interval has passed since
+    /// the last one (or none ran yet).
+    fn clean_up_if_due(&mut self) {
+        if let Some(sweeper) = &mut self.retention
+            && sweeper.due(self.options.rescan)
+        {
+            sweeper.pass(&self.folder, &self.options.signals.stop);
+        }
+    }
+
     /// Whether the folder's entries are as the last scan saw them, and that scan is
     /// younger than the rescan interval.
     fn unchanged_since_scan(&self) -> bool {

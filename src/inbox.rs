@@ -15,7 +15,10 @@
 //!   replaced by a plain `renameat`, which replaces the name, never writes through it;
 //!   anything else there is an error about that one response;
 //! - names are removed with `unlinkat`, which removes a link, not its target, and
-//!   fails on a folder.
+//!   fails on a folder;
+//! - retention moves a name into another held folder with `renameat2(RENAME_NOREPLACE)`
+//!   (the name itself, never through a link, replacing nothing), and opens a child
+//!   folder with `O_NOFOLLOW`.
 
 use crate::model::Identity;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RenameFlags};
@@ -298,15 +301,63 @@ impl Folder {
     /// `renameat2(RENAME_NOREPLACE)`, or where the file system lacks the flag, a hard
     /// link (which never replaces either) and the removal of the temporary name.
     fn place_new(&self, temp: &OsStr, target: &OsStr) -> io::Result<()> {
-        match rfs::renameat_with(&self.fd, temp, &self.fd, target, RenameFlags::NOREPLACE) {
+        self.move_to(temp, self, target)
+    }
+
+    /// Moves the name `name` (the object itself: a link stays a link, nothing is
+    /// followed) to `target` in `to`, replacing nothing: `AlreadyExists` if `target`
+    /// is taken. Both folders must be on one mount (`CrossesDevices` otherwise).
+    pub fn move_to(&self, name: &OsStr, to: &Folder, target: &OsStr) -> io::Result<()> {
+        match rfs::renameat_with(&self.fd, name, &to.fd, target, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-                rfs::linkat(&self.fd, temp, &self.fd, target, AtFlags::empty())
-                    .map_err(io_error)?;
-                self.remove(temp)
+                rfs::linkat(&self.fd, name, &to.fd, target, AtFlags::empty()).map_err(io_error)?;
+                self.remove(name)
             }
             Err(e) => Err(io_error(e)),
         }
+    }
+
+    /// The folder `name` in this one, created with `mode` if missing (whatever the
+    /// umask), and opened without following a link: a link or a file there is an error.
+    pub fn child(&self, name: &OsStr, mode: u32) -> io::Result<Folder> {
+        let created = match rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => true,
+            Err(rustix::io::Errno::EXIST) => false,
+            Err(e) => return Err(io_error(e)),
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(&self.fd, name, flags, Mode::empty()).map_err(io_error)?;
+        if created {
+            rfs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(io_error)?;
+        }
+        Ok(Folder {
+            path: self.path.join(name),
+            fd,
+        })
+    }
+
+    /// The folder's permission bits (with set-group-ID and sticky).
+    pub fn mode(&self) -> io::Result<u32> {
+        Ok(rfs::fstat(&self.fd).map_err(io_error)?.st_mode as u32 & 0o7777)
+    }
+
+    /// Whether a name can be renamed from this folder into `other`: the same mount
+    /// (Linux refuses a rename across two mounts even of one file system) and the same
+    /// device (a btrfs subvolume is a device of its own). Where the kernel cannot tell
+    /// the mount, the device decides.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn same_mount(&self, other: &Folder) -> io::Result<bool> {
+        let mount = |fd: &OwnedFd| -> io::Result<(u64, Option<u64>)> {
+            let dev = rfs::fstat(fd).map_err(io_error)?.st_dev as u64;
+            let mnt = rfs::statx(fd, "", AtFlags::EMPTY_PATH, rfs::StatxFlags::MNT_ID)
+                .ok()
+                .filter(|s| s.stx_mask & rfs::StatxFlags::MNT_ID.bits() != 0)
+                .map(|s| s.stx_mnt_id);
+            Ok((dev, mnt))
+        };
+        let ((dev, mnt), (other_dev, other_mnt)) = (mount(&self.fd)?, mount(&other.fd)?);
+        Ok(dev == other_dev && (mnt.is_none() || other_mnt.is_none() || mnt == other_mnt))
     }
 
     /// Removes the name (a link itself, never its target; never a folder).

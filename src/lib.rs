@@ -5,10 +5,12 @@
 //! → `response` (write), with `process` driving one file through them and `cli`
 //! wiring the commands.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod erase;
 pub mod export;
 pub mod hooks;
 pub mod inbox;
@@ -17,10 +19,13 @@ pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod options;
 pub mod process;
 pub mod request;
 pub mod response;
+pub mod retention;
 pub mod schema;
 pub mod store;
 pub mod validate;
+pub mod version;
 pub mod watch;

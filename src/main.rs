@@ -1,8 +1,9 @@
 use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
-use userdrop::cli::{self, Cli, Command, LogFormat};
+use userdrop::cli::{self, Cli, Command};
 use userdrop::control::Query;
 use userdrop::daemon::Signals;
+use userdrop::options::LogFormat;
 
 // sled allocates and frees many small, short-lived buffers per insert; under glibc's
 // malloc a 1M-user import spent over a third of its time in the allocator and its
@@ -29,6 +30,9 @@ fn main() -> ExitCode {
     let matches = Cli::command()
         .try_get_matches()
         .unwrap_or_else(|e| usage_error(e));
+    if let Some(e) = cli::misplaced(&matches) {
+        usage_error(e);
+    }
     let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e));
     let signals = match &args.command {
         None | Some(Command::Run(_) | Command::Import(_)) => Some(signals),
@@ -64,6 +68,9 @@ fn main() -> ExitCode {
             cli::read(&Query::Export { format: *format }, common)
         }
         Some(Command::Stats { json, common }) => cli::read(&Query::Stats { json: *json }, common),
+        Some(Command::Delete(a)) => cli::delete(a),
+        Some(Command::Backup(a)) => cli::backup(a),
+        Some(Command::Restore(a)) => cli::restore(a),
         Some(Command::Schema { strict }) => cli::schema(*strict),
         Some(Command::Completions { shell }) => cli::completions(*shell),
         Some(Command::Man) => cli::man(),

@@ -1124,7 +1124,7 @@ pub fn log_processed(record: &FileRecord, started: std::time::Instant) {
 
 /// Crash injection for the tests: with `USERDROP_FAULT=<point>` in the environment
 /// the process aborts at that point, as a `kill -9` would stop it there.
-fn fault_point(name: &str) {
+pub(crate) fn fault_point(name: &str) {
     if fault() == Some(name) {
         std::process::abort();
     }

@@ -30,6 +30,7 @@
 
 use crate::messages::Message;
 use crate::model::{Email, Identity, Meta, Status, StoredUser, UserData};
+use crate::version;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -45,6 +46,9 @@ const FILE: u8 = b'f';
 const LOG: u8 = b'l';
 /// The one key of the running totals (see [`Totals`]).
 const TOTALS: &[u8] = b"t";
+/// Present while a restore fills the store (see [`Store::begin_restore`]): a store
+/// holding it is half a snapshot, and is refused until a restore finishes it.
+const RESTORING: &[u8] = b"r";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -54,12 +58,26 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("cannot open the store {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
-    #[error("store failure: {0}")]
+    #[error(
+        "the store failed: {0}; check the disk (free space, errors in dmesg), then start userdrop again: a file cut short resumes"
+    )]
     Sled(#[from] sled::Error),
-    #[error("a record in the store cannot be read ({key}): {reason}")]
+    #[error(
+        "a record in the store cannot be read ({key}): {reason}; the store is damaged or was written by another version of userdrop"
+    )]
     Corrupt { key: String, reason: String },
     #[error("the log spool {path} cannot be written or read: {source}")]
     Spool { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Format(#[from] crate::version::FormatError),
+    #[error(
+        "the store {0} holds a restore that did not finish; run the same `userdrop restore` again (it starts over), or remove the folder"
+    )]
+    RestoreUnfinished(PathBuf),
+    #[error(
+        "the store {0} is not empty: a backup is restored into an empty store only; give restore another --db, or remove this store first if it is a copy you no longer need"
+    )]
+    NotEmpty(PathBuf),
     #[error("cannot make the store {path} durable (fsync): {source}")]
     Durable { path: PathBuf, source: io::Error },
 }
@@ -71,12 +89,16 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct StoreOptions {
     /// sled's page cache; its own default of 1 GiB is too much for a small server.
     pub cache_bytes: u64,
+    /// Open a store that holds an unfinished restore: only `restore` does, to start
+    /// it over.
+    pub restoring: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 64 * 1024 * 1024,
+            restoring: false,
         }
     }
 }
@@ -153,6 +175,13 @@ mod path_bytes {
     }
 }
 
+/// One thing a snapshot of the store holds (see [`Store::snapshot`]).
+pub enum Item<'a> {
+    User(&'a StoredUser),
+    File(&'a FileRecord),
+    Totals(&'a Totals),
+}
+
 /// What every file ever processed on this store adds up to: counters that only rise
 /// (SPEC §7), however often a request name is used. Updated in the batch of each file's
 /// last step, so a file counts exactly once, also across crashes and replays.
@@ -208,6 +237,11 @@ pub struct Store {
     spool: Arc<Spool>,
     /// None for a scratch store, which is never made durable.
     durable: Option<Arc<Durable>>,
+    /// Held by every write of users, history or totals, and by a backup for as long
+    /// as it reads them: sled's iterators see each batch whole or not at all, but a
+    /// scan over many keys would see the batches committed while it runs, and a
+    /// backup must be one moment of the store.
+    gate: Arc<Mutex<()>>,
 }
 
 /// The folder of log spool files.
@@ -635,6 +669,8 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. Fails at once with
     /// [`StoreError::Locked`] when another process holds it.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
+        // Before sled, which writes as it opens: a store refused is left as it was.
+        let recorded = version::check(dir)?;
         let db = match open_sled(dir, options) {
             // sled 0.34 writes a snapshot as `snap.N.generating`, then renames it to
             // `snap.N`; but on open it reads the highest `snap.*` name, which sorts the
@@ -649,6 +685,9 @@ impl Store {
             }) if remove_unfinished_snapshots(dir) > 0 => open_sled(dir, options),
             other => other,
         }?;
+        if !options.restoring && db.contains_key(RESTORING)? {
+            return Err(StoreError::RestoreUnfinished(dir.to_path_buf()));
+        }
         restrict_permissions(dir);
         let dir_spool = dir.join("spool");
         fs::create_dir_all(&dir_spool).map_err(|e| StoreError::Spool {
@@ -669,12 +708,19 @@ impl Store {
                 }),
             }),
             durable: Some(Arc::new(durable)),
+            gate: Arc::default(),
         };
         store.remove_orphan_spools()?;
         store.start_totals()?;
         // What sled wrote at open (its `conf` is never synced by sled itself) and the
         // folders just created are made durable before anything counts on them.
         store.flush()?;
+        if recorded == version::Recorded::Nothing {
+            version::record(dir).map_err(|e| StoreError::Durable {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        }
         Ok(store)
     }
 
@@ -689,6 +735,7 @@ impl Store {
                 pending: Mutex::new(Pending::default()),
             }),
             durable: None,
+            gate: Arc::default(),
         })
     }
 
@@ -789,6 +836,7 @@ impl Store {
     /// the history record. Not durable until [`Store::flush`]. Returns the committed
     /// length of the file's spool log.
     pub fn commit(&self, step: Step<'_>) -> Result<u64> {
+        let _gate = self.gate();
         let mut log_len = step.progress.log_len;
         let mut batch = sled::Batch::default();
         let one_step = step.done.is_some() && log_len == 0;
@@ -966,6 +1014,122 @@ impl Store {
             self.db.insert(TOTALS, encode(&totals)?)?;
         }
         Ok(())
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The gate guards no data of its own: a panic while it was held leaves
+        // nothing half-done that the next holder could see.
+        self.gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A file in the store's private folder that no other process can open, gone when
+    /// closed: room for an answer too big for memory (a backup served to a client).
+    pub fn scratch_file(&self) -> io::Result<fs::File> {
+        use rustix::fs::{Mode, OFlags};
+        let mode = Mode::from_raw_mode(0o600);
+        match rustix::fs::open(
+            &self.spool.dir,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            mode,
+        ) {
+            Ok(fd) => Ok(fs::File::from(fd)),
+            // A file system without O_TMPFILE: a named file, removed at once.
+            Err(_) => {
+                let path = self.spool.dir.join(format!(
+                    ".scratch-{}-{}.tmp",
+                    std::process::id(),
+                    Utc::now().timestamp_nanos_opt().unwrap_or_default()
+                ));
+                let file = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                fs::remove_file(&path)?;
+                Ok(file)
+            }
+        }
+    }
+
+    /// Erases these users (the right to erasure); returns those that were stored.
+    /// Durable on return. A file being applied at the same moment may store one of
+    /// them again: its step read the user before the erasure and writes after it.
+    pub fn delete(&self, emails: &[Email]) -> Result<Vec<Email>> {
+        let erased = {
+            let _gate = self.gate();
+            let mut batch = sled::Batch::default();
+            let mut erased = Vec::new();
+            for email in emails {
+                let k = key(USER, email.as_str().as_bytes());
+                if self.db.contains_key(&k)? && !erased.contains(email) {
+                    batch.remove(k);
+                    erased.push(email.clone());
+                }
+            }
+            self.db.apply_batch(batch)?;
+            erased
+        };
+        if !erased.is_empty() {
+            self.flush()?;
+        }
+        Ok(erased)
+    }
+
+    /// Hands every user (by email), every file's history (by path) and the totals to
+    /// `each`, all of one moment: no step is committed while it runs.
+    pub fn snapshot<E: From<StoreError>>(
+        &self,
+        mut each: impl FnMut(Item<'_>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let _gate = self.gate();
+        for user in self.users() {
+            each(Item::User(&user?))?;
+        }
+        for file in self.files() {
+            each(Item::File(&file?))?;
+        }
+        each(Item::Totals(&self.totals()?))
+    }
+
+    /// Marks the store as being restored into: it must hold nothing, or a restore
+    /// that did not finish, which is cleared to start over. Durable on return.
+    pub fn begin_restore(&self, dir: &Path) -> Result<()> {
+        if self.db.contains_key(RESTORING)? {
+            self.db.clear()?;
+        } else if self.db.iter().next().is_some() {
+            return Err(StoreError::NotEmpty(dir.to_path_buf()));
+        }
+        self.db.insert(RESTORING, &[])?;
+        self.flush()
+    }
+
+    /// Writes restored users and history records, as they are, in one batch.
+    pub fn restore_batch(&self, users: &[StoredUser], files: &[FileRecord]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for user in users {
+            batch.insert(
+                key(USER, user.data.email.as_str().as_bytes()),
+                encode_user(user)?,
+            );
+        }
+        for file in files {
+            batch.insert(path_key(FILE, &file.path), encode(file)?);
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Ends a restore: the totals, then the mark removed, durably, in that order, so
+    /// that a store is never taken for whole before all of it is on disk.
+    pub fn finish_restore(&self, totals: &Totals) -> Result<()> {
+        if totals != &Totals::default() {
+            self.db.insert(TOTALS, encode(totals)?)?;
+        }
+        self.flush()?;
+        self.db.remove(RESTORING)?;
+        self.flush()
     }
 
     /// The last outcome of every file processed, by path.

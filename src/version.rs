@@ -1,0 +1,114 @@
+//! The store's format version: which layout of keys and records a store holds, so that
+//! a binary never reads (or, worse, writes) a store laid out by a version it does not
+//! know (SPEC §6).
+//!
+//! It is kept in a small text file, `format` in the store folder, rather than in sled:
+//! it must be read before sled opens the store, because opening already writes (sled
+//! recovers its log and rewrites `conf`), and a store refused must be left untouched.
+//! A store without the file was made before versions were recorded; its layout is
+//! version 1, and the file is written the first time it is opened.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The format this binary reads and writes.
+pub const CURRENT: u32 = 1;
+
+/// The file's name in the store folder.
+const FILE: &str = "format";
+
+/// Why a store's format cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error(
+        "the store {path} is in format version {found}, which this userdrop ({binary}) does not know: it reads version {CURRENT}. Run the userdrop that wrote it, or move the store: `userdrop backup FILE` with that binary, then `userdrop restore FILE` with this one into an empty --db"
+    )]
+    Unknown {
+        path: PathBuf,
+        found: u32,
+        binary: &'static str,
+    },
+    #[error(
+        "the store's format file {path} holds {text:?}, not a version number; it was not written by userdrop"
+    )]
+    Unreadable { path: PathBuf, text: String },
+    #[error("cannot read the store's format file {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// What a store folder says of its format, read without writing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// No file: a new store, or one made before versions were recorded.
+    Nothing,
+    Current,
+}
+
+/// Reads the store's format; a version this binary does not know is an error.
+pub fn check(dir: &Path) -> Result<Recorded, FormatError> {
+    let path = dir.join(FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recorded::Nothing),
+        Err(source) => return Err(FormatError::Io { path, source }),
+    };
+    let found: u32 = match text.trim().parse() {
+        Ok(n) => n,
+        Err(_) => {
+            let text: String = text.chars().take(40).collect();
+            return Err(FormatError::Unreadable { path, text });
+        }
+    };
+    if found == CURRENT {
+        Ok(Recorded::Current)
+    } else {
+        Err(FormatError::Unknown {
+            path: dir.to_path_buf(),
+            found,
+            binary: env!("CARGO_PKG_VERSION"),
+        })
+    }
+}
+
+/// Records [`CURRENT`] in the store folder, durably: written under a temporary name,
+/// synced, renamed into place, and the folder synced.
+pub fn record(dir: &Path) -> io::Result<()> {
+    let temp = dir.join(".format.tmp");
+    let mut file = fs::File::create(&temp)?;
+    writeln!(file, "{CURRENT}")?;
+    file.sync_all()?;
+    fs::rename(&temp, dir.join(FILE))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_store_is_recorded_and_then_current() {
+        let dir = tempfile::tempdir().expect("a folder");
+        assert_eq!(check(dir.path()).expect("no file"), Recorded::Nothing);
+        record(dir.path()).expect("recorded");
+        assert_eq!(check(dir.path()).expect("read"), Recorded::Current);
+    }
+
+    #[test]
+    fn a_future_or_garbled_version_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("a folder");
+        fs::write(dir.path().join(FILE), "7\n").expect("written");
+        let e = check(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("format version 7") && e.contains("reads version 1"),
+            "{e}"
+        );
+        assert!(
+            e.contains("userdrop backup") && e.contains("userdrop restore"),
+            "{e}"
+        );
+        fs::write(dir.path().join(FILE), "seven").expect("written");
+        let e = check(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("\"seven\""), "{e}");
+    }
+}
