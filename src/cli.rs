@@ -236,7 +236,7 @@ pub fn show_config(effective: &Effective, json: bool) -> ExitCode {
 
 /// Prints a usage error found after parsing (a combination of settings) like clap's.
 fn usage(error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("userdrop: error: {error}");
+    crate::logs::print_error(error);
     ExitCode::from(EXIT_USAGE)
 }
 
