@@ -540,7 +540,7 @@ fn man_page_is_roff() {
         "{page}"
     );
     assert!(
-        page.contains(".SH NAME") && page.contains(".SH SUBCOMMANDS"),
+        page.contains(".SH NAME") && page.contains(".SH COMMANDS"),
         "{page}"
     );
     assert!(page.contains("import"), "{page}");
