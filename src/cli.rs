@@ -246,7 +246,7 @@ pub fn show_config(effective: &Effective, json: bool) -> ExitCode {
 
 /// Prints a usage error found after parsing (a combination of settings) like clap's.
 fn usage(error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("userdrop: error: {error}");
+    crate::logs::print_error(error);
     ExitCode::from(EXIT_USAGE)
 }
 
@@ -264,7 +264,7 @@ fn open_retention(args: &RunArgs) -> Result<Option<Arc<Retention>>, ExitCode> {
 
 /// Prints an operational error the way every command does.
 pub fn fail(error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("userdrop: error: {error}");
+    crate::logs::print_error(error);
     ExitCode::from(EXIT_FAILURE)
 }
 
@@ -326,7 +326,9 @@ pub fn import(args: &ImportArgs, signals: daemon::Signals) -> ExitCode {
     });
     // Makes the last outbox clearing durable, which lets the spool files go.
     if let Err(e) = store.flush() {
-        tracing::warn!("{e}");
+        tracing::warn!(
+            "{e}; the responses written stand, and the next start finishes this clean-up"
+        );
     }
     code
 }
@@ -801,11 +803,31 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         stop: Some(Arc::clone(&signals.stop)),
         ..settings.clone()
     };
+    // Before the start-up work, which may finish a file cut short (minutes for a
+    // million users): the log says at once which daemon this is and how it is set up.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        inbox = args.watch.display().to_string(),
+        store = args.processing.common.db.display().to_string(),
+        mode = crate::watch::mode(args.poll.map(Duration::from_millis)),
+        settle_ms = args.settle,
+        authorization = settings.auth.is_on(),
+        retention = retention
+            .as_ref()
+            .map_or("off".to_owned(), |r| r.to_string()),
+        "userdrop started"
+    );
     if let Err(e) = startup(&store, &args.watch, &startup_settings) {
         return fail(&e);
     }
     if signals.stopped() {
-        tracing::info!("stopped by a signal during start-up");
+        if let Err(e) = store.flush() {
+            return fail(&e);
+        }
+        tracing::info!(
+            reason = "signal during start-up",
+            "userdrop stopped; the store is durable"
+        );
         return ExitCode::from(EXIT_OK);
     }
     if let Err(e) = control::serve(store.clone(), &args.processing.common.db) {
@@ -825,7 +847,6 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         settle: Duration::from_millis(args.settle),
         once: args.once,
         retention,
-        store: args.processing.common.db.clone(),
         signals,
         hooks: Hooks {
             metrics: metrics.map(|m| Arc::new(Mutex::new(m))),
@@ -864,7 +885,7 @@ fn reload_with(reloader: Reloader, started: RunArgs) -> Reload {
             tracing::warn!(
                 config = %file.as_deref().unwrap_or_default(),
                 keys = %ignored.join(", "),
-                "these keys changed but take effect only at a restart"
+                "these keys changed but take effect only at a restart; restart the daemon to apply them"
             );
         }
         Ok(Reloaded {
@@ -878,7 +899,7 @@ fn reload_with(reloader: Reloader, started: RunArgs) -> Reload {
 /// after a crash, and deliver the responses a crash held back.
 pub fn startup(store: &Store, inbox_dir: &Path, settings: &Settings) -> Result<(), String> {
     if !settings.auth.is_on() {
-        tracing::warn!("no token configured: requests are accepted without authorization");
+        tracing::warn!("{}", crate::hooks::NO_TOKEN);
     }
     let folder = inbox::Folder::open(inbox_dir)
         .map_err(|e| format!("cannot open the inbox {}: {e}", inbox_dir.display()))?;

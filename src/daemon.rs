@@ -101,8 +101,6 @@ pub struct DaemonOptions {
     pub once: bool,
     /// Clean-up of answered requests: at start-up and every `rescan`.
     pub retention: Option<Arc<crate::retention::Retention>>,
-    /// The store's folder, for the start-up line.
-    pub store: PathBuf,
     /// systemd, metrics and config reload (see `hooks`).
     pub hooks: crate::hooks::Hooks,
     pub signals: Signals,
@@ -290,15 +288,6 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         scanned: None,
         retention: options.retention.clone().map(Sweeper::new),
     };
-    tracing::info!(
-        inbox = %options.inbox.display(),
-        store = %options.store.display(),
-        mode = %watch.mode(),
-        settle_ms = options.settle.as_millis() as u64,
-        authorization = state.settings.auth.is_on(),
-        retention = %options.retention.as_ref().map_or("off".to_owned(), |r| r.to_string()),
-        "userdrop started"
-    );
     options
         .hooks
         .started(&options.inbox, Arc::clone(stop), heartbeat.clone());

@@ -12,6 +12,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Said at start-up and after a reload that leaves no token: the daemon is open to
+/// anyone who can write to the inbox, and this is how to close it.
+pub const NO_TOKEN: &str = "no token configured: requests are accepted without authorization; give --token, --token-file or USERDROP_TOKENS (or tokens in the config file) to require one";
+
 /// What a reload of the config file may change in a running daemon.
 pub struct Reloaded {
     pub settings: Settings,
@@ -83,14 +87,14 @@ impl Hooks {
                     "SIGHUP: configuration reloaded"
                 );
                 if !settings.auth.is_on() {
-                    tracing::warn!(
-                        "no token configured: requests are accepted without authorization"
-                    );
+                    tracing::warn!("{NO_TOKEN}");
                 }
                 self.systemd.status("configuration reloaded; watching");
             }
             Err(e) => {
-                tracing::error!("SIGHUP: {e}; keeping the configuration in effect");
+                tracing::error!(
+                    "SIGHUP: {e}; keeping the configuration in effect: fix it and send SIGHUP again"
+                );
                 self.systemd
                     .status("configuration reload failed; see the log");
             }

@@ -1,7 +1,5 @@
 use clap::{CommandFactory, FromArgMatches};
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 use userdrop::cli::{self, Cli, Command};
 use userdrop::control::Query;
 use userdrop::daemon::Signals;
@@ -20,7 +18,7 @@ fn main() -> ExitCode {
     let signals = match Signals::install() {
         Ok(signals) => signals,
         Err(e) => {
-            eprintln!("userdrop: error: cannot install the signal handlers: {e}");
+            userdrop::logs::print_error(&format!("cannot install the signal handlers: {e}"));
             return ExitCode::from(cli::EXIT_FAILURE);
         }
     };
@@ -29,11 +27,13 @@ fn main() -> ExitCode {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // Parsed in two steps because the config file needs to know which values clap
     // took from their defaults (see `config`).
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| usage_error(e));
     if let Some(e) = cli::misplaced(&matches) {
-        e.exit();
+        usage_error(e);
     }
-    let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| usage_error(e));
     let signals = match &args.command {
         None | Some(Command::Run(_) | Command::Import(_)) => Some(signals),
         _ => {
@@ -44,25 +44,15 @@ fn main() -> ExitCode {
     let (effective, reloader) = match cli::configure(&mut args, &matches) {
         Ok(configured) => configured,
         Err(e) => {
-            eprintln!("userdrop: error: {e}");
+            userdrop::logs::print_error(&e);
             return ExitCode::from(cli::EXIT_USAGE);
         }
     };
     let common = args.common();
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(common.log_level.directive()))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::stderr().is_terminal();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match common.log_format {
-        // A value holding a newline would otherwise start a line of its own.
-        LogFormat::Text => logs
-            .with_writer(move || userdrop::logs::stderr(ansi))
-            .init(),
-        LogFormat::Json => logs.json().with_writer(std::io::stderr).init(),
-    }
+    userdrop::logs::init(
+        common.log_level.directive(),
+        common.log_format == LogFormat::Json,
+    );
     match &args.command {
         None => cli::run(&args.run, reloader, signals.unwrap_or_else(Signals::none)),
         Some(Command::Run(run)) => cli::run(run, reloader, signals.unwrap_or_else(Signals::none)),
@@ -86,4 +76,15 @@ fn main() -> ExitCode {
         Some(Command::Man) => cli::man(),
         Some(Command::Config { json, .. }) => cli::show_config(&effective, *json),
     }
+}
+
+/// Ends the process on a command line clap refuses, as clap would, except that in the
+/// journal its message is at error priority: a wrong `ExecStart=` is then what
+/// `journalctl -p err` shows. `--help` and `--version` are clap's own business.
+fn usage_error(e: clap::Error) -> ! {
+    if !e.use_stderr() || !userdrop::logs::journal() {
+        e.exit()
+    }
+    userdrop::logs::print_error_lines(&e.render().to_string());
+    std::process::exit(e.exit_code())
 }

@@ -178,7 +178,7 @@ impl Metrics {
         self.history.record(record);
         self.durations.observe(took);
         if let Err(e) = self.write() {
-            tracing::warn!(file = %self.path.display(), "cannot write the metrics file: {e}");
+            tracing::warn!(file = %self.path.display(), "cannot write the metrics file: {e}; it is written again after the next file");
         }
     }
 

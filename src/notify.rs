@@ -72,7 +72,9 @@ impl Systemd {
                 socket: Some(Arc::new(pair)),
             },
             Err(e) => {
-                tracing::warn!("NOTIFY_SOCKET={name} cannot be used: {e}");
+                tracing::warn!(
+                    "NOTIFY_SOCKET={name} cannot be used: {e}; systemd is not told when the daemon is ready, and a Type=notify unit times out"
+                );
                 Systemd { socket: None }
             }
         }
@@ -124,18 +126,20 @@ impl Systemd {
                     if stuck {
                         tracing::error!(
                             seconds = heartbeat.age().as_secs(),
-                            "the daemon has made no progress; the watchdog keep-alive is withheld"
+                            "the daemon has made no progress; the watchdog keep-alive is withheld, so systemd restarts it"
                         );
                     } else if inbox.is_dir() {
                         me.send("WATCHDOG=1");
                     } else {
-                        tracing::error!(inbox = %inbox.display(), "the inbox is gone; the watchdog keep-alive stops");
+                        tracing::error!(inbox = %inbox.display(), "the inbox is gone; the watchdog keep-alive stops, so systemd restarts the daemon: check the inbox's mount");
                     }
                     std::thread::sleep(interval);
                 }
             });
         if let Err(e) = spawned {
-            tracing::warn!("cannot start the watchdog thread: {e}");
+            tracing::warn!(
+                "cannot start the watchdog thread: {e}; without its keep-alive systemd restarts the daemon"
+            );
         }
     }
 

@@ -1122,21 +1122,29 @@ fn reject(
 }
 
 /// One line per processed file (SPEC §6): `OK` at `info`, `WARNING` and `ERROR` at
-/// `warn`, and for `ERROR` the reason.
+/// `warn`, and for `ERROR` the reason. Its message and field names (`file`, `status`,
+/// `applied`, `rejected`, `ms`, `reason`) are what README's "Logs" promises. `file`
+/// and `reason` are recorded as strings, which the text format quotes: both may hold
+/// spaces, and `key=value` readers need to know where a value ends. A `WARNING`'s
+/// per-user problems are left to the response: they quote the users' emails.
 pub fn log_processed(record: &FileRecord, started: std::time::Instant) {
     let ms = started.elapsed().as_millis() as u64;
-    let file = record.path.display();
+    let file = record.path.display().to_string();
+    let file = file.as_str();
+    // One word, unquoted, as `status=OK` has always read.
+    let status = tracing::field::display(record.status);
     let (applied, rejected) = (record.counts.applied(), record.counts.rejected);
     match (record.status, &record.message) {
         (Status::Ok, _) => {
-            tracing::info!(%file, status = %record.status, applied, rejected, ms, "processed")
+            tracing::info!(file, status, applied, rejected, ms, "processed")
         }
         (_, Some(reason)) => {
             let reason = reason.text(Lang::En);
-            tracing::warn!(%file, status = %record.status, applied, rejected, ms, %reason, "processed")
+            let reason = reason.as_str();
+            tracing::warn!(file, status, applied, rejected, ms, reason, "processed")
         }
         (_, None) => {
-            tracing::warn!(%file, status = %record.status, applied, rejected, ms, "processed")
+            tracing::warn!(file, status, applied, rejected, ms, "processed")
         }
     }
 }

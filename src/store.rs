@@ -372,7 +372,7 @@ impl Spool {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 // Harmless: a leftover is cut to size when reused, removed at the next start.
                 Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a spool file")
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a spool file; harmless: the next start removes it")
                 }
             }
         }
@@ -662,7 +662,7 @@ fn remove_unfinished_snapshots(dir: &Path) -> usize {
                     removed += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished sled snapshot")
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished sled snapshot; remove it while the daemon is stopped")
                 }
             }
         }

@@ -66,14 +66,6 @@ impl Watch {
         })
     }
 
-    /// A description for the start-up line.
-    pub fn mode(&self) -> String {
-        match self.poll {
-            Some(p) => format!("poll every {} ms", p.as_millis()),
-            None => "inotify".to_owned(),
-        }
-    }
-
     /// Waits at most `cap`; true when the inbox should be scanned now.
     pub fn wait(&mut self, cap: Duration) -> bool {
         let interval = self.poll.unwrap_or(self.rescan);
@@ -104,5 +96,13 @@ impl Watch {
             return true;
         }
         false
+    }
+}
+
+/// What `Watch::new(_, poll, _)` watches with, for the start line.
+pub fn mode(poll: Option<Duration>) -> String {
+    match poll {
+        Some(p) => format!("poll every {} ms", p.as_millis()),
+        None => "inotify".to_owned(),
     }
 }
