@@ -57,7 +57,7 @@ pub enum StoreError {
         "the store {0} is in use by another userdrop process; stop it, or give this command another --db"
     )]
     Locked(PathBuf),
-    #[error("cannot open the store {path}: {source}")]
+    #[error("cannot open the store {path}: {source}{}", sled_hint(source))]
     Open { path: PathBuf, source: sled::Error },
     #[error(
         "the store failed: {0}; check the disk (free space, errors in dmesg), then start userdrop again: a file cut short resumes"
@@ -84,6 +84,13 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn sled_hint(e: &sled::Error) -> &'static str {
+    match e {
+        sled::Error::Io(io) => version::owner_hint(io),
+        _ => "",
+    }
+}
 
 /// How the store is opened.
 #[derive(Clone, Debug)]

@@ -33,8 +33,18 @@ pub enum FormatError {
         "the store's format file {path} holds {text:?}, not a version number; it was not written by userdrop"
     )]
     Unreadable { path: PathBuf, text: String },
-    #[error("cannot read the store's format file {path}: {source}")]
+    #[error("cannot read the store's format file {path}: {source}{}", owner_hint(source))]
     Io { path: PathBuf, source: io::Error },
+}
+
+/// For a permission error: who may open a store (its folder is 0700).
+pub fn owner_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            "; the store is its owner's alone (0700): run this as the user the daemon runs as (`sudo -u userdrop userdrop ...`)"
+        }
+        _ => "",
+    }
 }
 
 /// What a store folder says of its format, read without writing anything.
