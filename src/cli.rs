@@ -395,6 +395,12 @@ fn for_each_file(
                 failed = true;
                 break;
             }
+            // `check | head` has what it wanted (SPEC §6: a closed output ends quietly).
+            Err(process::Error::Write { path, source })
+                if path.as_os_str() == "(stdout)" && source.kind() == io::ErrorKind::BrokenPipe =>
+            {
+                return ExitCode::from(EXIT_OK);
+            }
             Err(e) => {
                 eprintln!("userdrop: error: {e}");
                 failed = true;

@@ -33,7 +33,10 @@ pub enum FormatError {
         "the store's format file {path} holds {text:?}, not a version number; it was not written by userdrop"
     )]
     Unreadable { path: PathBuf, text: String },
-    #[error("cannot read the store's format file {path}: {source}{}", owner_hint(source))]
+    #[error(
+        "cannot read the store's format file {path}: {source}{}",
+        owner_hint(source)
+    )]
     Io { path: PathBuf, source: io::Error },
 }
 

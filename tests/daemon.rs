@@ -533,7 +533,12 @@ fn a_closed_standard_output_ends_a_read_command_quietly() {
         .output()
         .unwrap();
     assert_eq!(import.status.code(), Some(0), "{import:?}");
-    for args in [&["export", "--format", "ndjson"][..], &["man"]] {
+    for args in [
+        &["export", "--format", "ndjson"][..],
+        &["man"],
+        &["check", "watch/many.json", "watch/many.json"],
+        &["backup", "-"],
+    ] {
         let mut child = process()
             .current_dir(dir.path())
             .args(args)
