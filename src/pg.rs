@@ -362,6 +362,15 @@ pub struct PgStore {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("store", &self.inner.name)
+            .field("instance", &self.inner.options.instance)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     config: Config,
     /// The store as messages name it: never the password.
