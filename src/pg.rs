@@ -880,10 +880,14 @@ impl PgStore {
     /// daemons must use [`PgStore::commit_with`], or one may write over the other's
     /// update. Returns the number of log chunks of the file committed.
     pub fn commit(&self, step: Step<'_>) -> Result<u64> {
-        let mut step = Some(step);
+        // A deadlock retries the step, so each attempt gets its own copy.
         self.commit_inner(None, |_| {
-            step.take().ok_or_else(|| PgError::Contended {
-                store: self.inner.name.clone(),
+            Ok::<_, PgError>(Step {
+                path: step.path,
+                writes: step.writes.clone(),
+                log: step.log.clone(),
+                progress: step.progress.clone(),
+                done: step.done.clone(),
             })
         })
     }
