@@ -16,6 +16,9 @@ _userdrop() {
             ",$1")
                 cmd="userdrop"
                 ;;
+            userdrop,backup)
+                cmd="userdrop__subcmd__backup"
+                ;;
             userdrop,check)
                 cmd="userdrop__subcmd__check"
                 ;;
@@ -24,6 +27,9 @@ _userdrop() {
                 ;;
             userdrop,config)
                 cmd="userdrop__subcmd__config"
+                ;;
+            userdrop,delete)
+                cmd="userdrop__subcmd__delete"
                 ;;
             userdrop,export)
                 cmd="userdrop__subcmd__export"
@@ -40,6 +46,9 @@ _userdrop() {
             userdrop,man)
                 cmd="userdrop__subcmd__man"
                 ;;
+            userdrop,restore)
+                cmd="userdrop__subcmd__restore"
+                ;;
             userdrop,run)
                 cmd="userdrop__subcmd__run"
                 ;;
@@ -49,6 +58,9 @@ _userdrop() {
             userdrop,stats)
                 cmd="userdrop__subcmd__stats"
                 ;;
+            userdrop__subcmd__help,backup)
+                cmd="userdrop__subcmd__help__subcmd__backup"
+                ;;
             userdrop__subcmd__help,check)
                 cmd="userdrop__subcmd__help__subcmd__check"
                 ;;
@@ -57,6 +69,9 @@ _userdrop() {
                 ;;
             userdrop__subcmd__help,config)
                 cmd="userdrop__subcmd__help__subcmd__config"
+                ;;
+            userdrop__subcmd__help,delete)
+                cmd="userdrop__subcmd__help__subcmd__delete"
                 ;;
             userdrop__subcmd__help,export)
                 cmd="userdrop__subcmd__help__subcmd__export"
@@ -72,6 +87,9 @@ _userdrop() {
                 ;;
             userdrop__subcmd__help,man)
                 cmd="userdrop__subcmd__help__subcmd__man"
+                ;;
+            userdrop__subcmd__help,restore)
+                cmd="userdrop__subcmd__help__subcmd__restore"
                 ;;
             userdrop__subcmd__help,run)
                 cmd="userdrop__subcmd__help__subcmd__run"
@@ -89,7 +107,7 @@ _userdrop() {
 
     case "${cmd}" in
         userdrop)
-            opts="-h -V --watch --once --poll --rescan --settle --token --token-file --max-file-size --lang --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help --version run import check get export stats schema completions man config help"
+            opts="-h -V --watch --once --poll --rescan --settle --archive --archive-after --delete-after --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help --version run import check get export stats delete backup restore schema completions man config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -111,6 +129,18 @@ _userdrop() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --archive)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --archive-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delete-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --token)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -125,6 +155,10 @@ _userdrop() {
                     ;;
                 --lang)
                     COMPREPLY=($(compgen -W "en uk ru" -- "${cur}"))
+                    return 0
+                    ;;
+                --types)
+                    COMPREPLY=($(compgen -W "strict lenient" -- "${cur}"))
                     return 0
                     ;;
                 --step-users)
@@ -162,8 +196,42 @@ _userdrop() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        userdrop__subcmd__backup)
+            opts="-h --config --db --cache-mb --log-level --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache-mb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -W "error warn info debug trace off" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         userdrop__subcmd__check)
-            opts="-h --token --token-file --max-file-size --lang --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --token --token-file --max-file-size --lang --types --config --db --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,6 +251,10 @@ _userdrop() {
                     ;;
                 --lang)
                     COMPREPLY=($(compgen -W "en uk ru" -- "${cur}"))
+                    return 0
+                    ;;
+                --types)
+                    COMPREPLY=($(compgen -W "strict lenient" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -247,7 +319,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__config)
-            opts="-h --json --watch --once --poll --rescan --settle --token --token-file --max-file-size --lang --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --json --watch --once --poll --rescan --settle --archive --archive-after --delete-after --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,6 +341,18 @@ _userdrop() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --archive)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --archive-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delete-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --token)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -285,11 +369,57 @@ _userdrop() {
                     COMPREPLY=($(compgen -W "en uk ru" -- "${cur}"))
                     return 0
                     ;;
+                --types)
+                    COMPREPLY=($(compgen -W "strict lenient" -- "${cur}"))
+                    return 0
+                    ;;
                 --step-users)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --metrics-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache-mb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -W "error warn info debug trace off" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        userdrop__subcmd__delete)
+            opts="-h --watch --archive --purge-files --config --db --cache-mb --log-level --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --watch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --archive)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -393,8 +523,22 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__help)
-            opts="run import check get export stats schema completions man config help"
+            opts="run import check get export stats delete backup restore schema completions man config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        userdrop__subcmd__help__subcmd__backup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -435,6 +579,20 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__help__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        userdrop__subcmd__help__subcmd__delete)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -518,6 +676,20 @@ _userdrop() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        userdrop__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         userdrop__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -561,7 +733,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__import)
-            opts="-h --token --token-file --max-file-size --lang --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -581,6 +753,10 @@ _userdrop() {
                     ;;
                 --lang)
                     COMPREPLY=($(compgen -W "en uk ru" -- "${cur}"))
+                    return 0
+                    ;;
+                --types)
+                    COMPREPLY=($(compgen -W "strict lenient" -- "${cur}"))
                     return 0
                     ;;
                 --step-users)
@@ -652,8 +828,42 @@ _userdrop() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        userdrop__subcmd__restore)
+            opts="-h --config --db --cache-mb --log-level --log-format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache-mb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -W "error warn info debug trace off" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         userdrop__subcmd__run)
-            opts="-h --watch --once --poll --rescan --settle --token --token-file --max-file-size --lang --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --watch --once --poll --rescan --settle --archive --archive-after --delete-after --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -675,6 +885,18 @@ _userdrop() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --archive)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --archive-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --delete-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --token)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -689,6 +911,10 @@ _userdrop() {
                     ;;
                 --lang)
                     COMPREPLY=($(compgen -W "en uk ru" -- "${cur}"))
+                    return 0
+                    ;;
+                --types)
+                    COMPREPLY=($(compgen -W "strict lenient" -- "${cur}"))
                     return 0
                     ;;
                 --step-users)
@@ -727,12 +953,16 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__schema)
-            opts="-h --strict --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --strict --types --config --db --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --types)
+                    COMPREPLY=($(compgen -W "strict lenient" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
