@@ -6,7 +6,6 @@ mod common;
 
 use common::{Env, process, signal, userdrop};
 use std::fs;
-use std::io::Read;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
@@ -260,16 +259,12 @@ fn a_stalled_backup_client_holds_up_neither_the_daemon_nor_another_client() {
     );
     let out = run(&env, &env.db(), &["get", "late@shop.example"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    // Reading it now, the stalled client still gets the whole backup.
-    let mut text = String::new();
-    stalled
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
+    // Whether it still gets its backup depends on how long it stalled (the daemon's
+    // write timeout); that it held no one up is the point.
+    signal(&stalled, "-KILL");
     let _ = stalled.wait();
-    assert!(text.ends_with("\"files\":1}}\n") || text.ends_with("\"files\":2}}\n"));
+    let out = run(&env, &env.db(), &["stats"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
 /// A store's backup as lines.
