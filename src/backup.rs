@@ -129,12 +129,11 @@ const LINE_MAX: u64 = 16 * 1024 * 1024;
 /// whole store.
 pub fn restore(store: &Store, dir: &Path, input: Box<dyn Read>) -> Result<Summary, BackupError> {
     let mut lines = Lines::new(decompressed(input)?);
+    // A newer backup may have a header this one cannot read; its version is read first.
+    if let Some(found) = lines.newer_header()? {
+        return Err(BackupError::Newer { found });
+    }
     match lines.next()? {
-        Some(Line::Backup(header)) if header.version > VERSION => {
-            return Err(BackupError::Newer {
-                found: header.version,
-            });
-        }
         Some(Line::Backup(_)) => {}
         Some(_) => return Err(lines.bad("the first line is not a backup header".into())),
         None => return Err(BackupError::Truncated("it is empty".into())),
@@ -144,13 +143,36 @@ pub fn restore(store: &Store, dir: &Path, input: Box<dyn Read>) -> Result<Summar
     let mut files = Vec::new();
     let mut count = Summary::default();
     let mut totals = Totals::default();
+    // A backup lists users by email and files by path, each once: a line out of that
+    // order (a duplicate, after an edit) would make the store hold fewer than it says.
+    let mut last_email: Option<crate::model::Email> = None;
+    let mut last_path: Option<PathBuf> = None;
     let end = loop {
         match lines.next()? {
             Some(Line::User(data, meta)) => {
+                if last_email.as_ref().is_some_and(|e| e >= &data.email) {
+                    return Err(lines.bad(format!(
+                        "the user {} comes again or out of order (users are listed once each, by email)",
+                        data.email
+                    )));
+                }
+                last_email = Some(data.email.clone());
                 count.users += 1;
                 users.push(StoredUser { data, meta });
             }
             Some(Line::File(file)) => {
+                // In the store's order: a path's bytes (not its components).
+                let bytes = |p: &Path| p.as_os_str().as_encoded_bytes().to_vec();
+                if last_path
+                    .as_ref()
+                    .is_some_and(|p| bytes(p) >= bytes(&file.path))
+                {
+                    return Err(lines.bad(format!(
+                        "the file {} comes again or out of order (files are listed once each, by path)",
+                        file.path.display()
+                    )));
+                }
+                last_path = Some(file.path.clone());
                 count.files += 1;
                 files.push(file);
             }
@@ -195,16 +217,32 @@ impl Lines {
         }
     }
 
+    /// The version of a header newer than this binary reads, looking at the first
+    /// line without taking it.
+    fn newer_header(&mut self) -> Result<Option<u32>, BackupError> {
+        #[derive(Deserialize)]
+        struct Loose {
+            backup: LooseHeader,
+        }
+        #[derive(Deserialize)]
+        struct LooseHeader {
+            version: u32,
+        }
+        let start = self.input.fill_buf().map_err(|e| Self::damaged(1, e))?;
+        let first = start.split(|&b| b == b'\n').next().unwrap_or_default();
+        Ok(serde_json::from_slice::<Loose>(first)
+            .ok()
+            .map(|h| h.backup.version)
+            .filter(|&v| v > VERSION))
+    }
+
     fn next(&mut self) -> Result<Option<Line>, BackupError> {
         self.text.clear();
         self.number += 1;
         let read = (&mut self.input)
             .take(LINE_MAX)
             .read_line(&mut self.text)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData => self.bad("it is not UTF-8 text".into()),
-                _ => BackupError::Io(e),
-            })?;
+            .map_err(|e| Self::damaged(self.number, e))?;
         if read == 0 {
             return Ok(None);
         }
@@ -217,6 +255,23 @@ impl Lines {
         serde_json::from_str(&self.text)
             .map(Some)
             .map_err(|e| self.bad(e.to_string()))
+    }
+
+    /// A read that failed: for a compressed backup, mostly a damaged or cut stream.
+    fn damaged(line: u64, e: io::Error) -> BackupError {
+        let bad = |reason| BackupError::Bad { line, reason };
+        match e.kind() {
+            io::ErrorKind::InvalidData if e.get_ref().is_none() => {
+                bad("it is not UTF-8 text".into())
+            }
+            io::ErrorKind::UnexpectedEof => {
+                BackupError::Truncated(format!("its compressed stream ends in line {line} ({e})"))
+            }
+            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::Other => {
+                bad(format!("its compressed stream is damaged ({e})"))
+            }
+            _ => BackupError::Io(e),
+        }
     }
 
     fn bad(&self, reason: String) -> BackupError {
@@ -308,31 +363,60 @@ fn decompressed(input: Box<dyn Read>) -> io::Result<Box<dyn BufRead>> {
     })
 }
 
-/// A backup file being written: under a temporary name beside it, put in place only
-/// when whole and synced, so that a backup cut short never replaces the last good one.
+/// A backup file being written: an unnamed file in the target's folder (`O_TMPFILE`),
+/// given a temporary name beside the target and renamed into place only when whole
+/// and synced, so that a backup cut short never replaces the last good one, and a
+/// backup killed (`kill -9`) leaves nothing behind. On a file system without unnamed
+/// files, the temporary name is taken at once instead.
 pub struct Target {
     path: PathBuf,
     temp: PathBuf,
     file: std::fs::File,
+    /// Whether `temp` exists yet (false until [`Target::commit`] for an unnamed file).
+    named: bool,
 }
 
 impl Target {
     pub fn create(path: &Path) -> io::Result<Target> {
+        use std::os::unix::fs::OpenOptionsExt;
         let name = path.file_name().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "the backup needs a file name")
         })?;
+        if path.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "it is a folder; give the backup a file name in it",
+            ));
+        }
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(name);
         temp_name.push(format!(".{}.tmp", std::process::id()));
         let temp = path.with_file_name(temp_name);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let folder = folder_of(path);
+        let unnamed = rustix::fs::open(
+            folder,
+            rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        );
+        let (file, named) = match unnamed {
+            Ok(fd) => (std::fs::File::from(fd), false),
+            Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::NOTDIR => {
+                return Err(e.into());
+            }
+            Err(_) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&temp)?;
+                (file, true)
+            }
+        };
         Ok(Target {
             path: path.to_path_buf(),
             temp,
             file,
+            named,
         })
     }
 
@@ -340,22 +424,49 @@ impl Target {
         &mut self.file
     }
 
-    /// Syncs the file, renames it into place and syncs its folder.
-    pub fn commit(self) -> io::Result<()> {
+    /// Syncs the file, names it, renames it into place and syncs its folder; on
+    /// failure, nothing is left but what was there before.
+    pub fn commit(mut self) -> io::Result<()> {
+        let done = self.put_in_place();
+        if done.is_err() {
+            self.abandon();
+        }
+        done
+    }
+
+    fn put_in_place(&mut self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
         self.file.sync_all()?;
+        if !self.named {
+            // The descriptor's own link in /proc: linking an unnamed file by its
+            // descriptor (AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH.
+            let own = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                own.as_str(),
+                rustix::fs::CWD,
+                &self.temp,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            )?;
+            self.named = true;
+        }
         std::fs::rename(&self.temp, &self.path)?;
-        let folder = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::File::open(folder)?.sync_all()
+        self.named = false;
+        std::fs::File::open(folder_of(&self.path))?.sync_all()
     }
 
     /// Removes the temporary file of a backup that failed.
     pub fn abandon(self) {
-        let _ = std::fs::remove_file(&self.temp);
+        if self.named {
+            let _ = std::fs::remove_file(&self.temp);
+        }
     }
+}
+
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// A writer that passes everything on and keeps the last line, so that whoever

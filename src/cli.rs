@@ -132,12 +132,19 @@ pub enum Command {
 /// the read commands never create one (SPEC §6), so a wrong folder is an operational
 /// failure naming the path, not an empty store that answers "no user".
 fn no_store(db: &Path) -> Option<String> {
-    (!db.join("db").is_file()).then(|| {
-        format!(
+    match std::fs::metadata(db.join("db")) {
+        Ok(meta) if meta.is_file() => None,
+        // A store that is there but not this user's: not "no store".
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Some(format!(
+            "cannot open the store {}: {e}{}",
+            db.display(),
+            crate::version::owner_hint(&e)
+        )),
+        _ => Some(format!(
             "there is no store at {}; give --db DIR (the daemon's store), or run this from the folder that holds its data/",
             db.display()
-        )
-    })
+        )),
+    }
 }
 
 /// The daemon's options also sit at the top level, for `userdrop --watch DIR` without
@@ -601,16 +608,20 @@ pub fn delete(args: &DeleteArgs) -> ExitCode {
         .iter()
         .filter_map(|e| crate::model::Email::parse(e))
         .collect();
-    let mentions =
-        match crate::erase::find(std::slice::from_ref(&args.watch), &emails, args.purge_files) {
-            Ok(m) => m,
-            Err(e) => {
-                return fail(&format!(
-                    "cannot search the inbox {} for files that mention them: {e}",
-                    args.watch.display()
-                ));
-            }
-        };
+    let mentions = match crate::erase::find(
+        &args.watch,
+        args.archive.as_deref(),
+        &emails,
+        args.purge_files,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            return fail(&format!(
+                "cannot search the inbox {} for files that mention them: {e}",
+                args.watch.display()
+            ));
+        }
+    };
     for path in &mentions.removed {
         let _ = writeln!(out, "removed {}", path.display());
     }
@@ -661,7 +672,12 @@ pub fn backup(args: &SnapshotArgs) -> ExitCode {
         return ExitCode::from(EXIT_OK);
     }
     let committed = match (written, target) {
-        (Ok(summary), Some(t)) => t.commit().map(|()| summary).map_err(|e| e.to_string()),
+        (Ok(summary), Some(t)) => t.commit().map(|()| summary).map_err(|e| {
+            format!(
+                "cannot put the backup in place at {} ({e}); the file there, if any, is as it was",
+                args.file.display()
+            )
+        }),
         (Ok(summary), None) => Ok(summary),
         (Err(e), Some(t)) => {
             t.abandon();

@@ -9,9 +9,10 @@
 //! the daemon apply its request again, which would store the person again), and each
 //! removal is synced before the next.
 //!
-//! The search reads every `.json` file directly in the inbox and one folder deep in
-//! the archive (its day folders), without following links, and matches the address
-//! in any letter case. An address written with JSON escapes (`\u0040`) is not found;
+//! The search reads every `.json` file directly in the inbox (never in its sub-folders:
+//! they are the uploader's, and one swapped for a link would lead the search, and a
+//! removal, outside the inbox) and one folder deep in the archive (its day folders),
+//! without following links, and matches the address in any letter case. An address written with JSON escapes (`\u0040`) is not found;
 //! no producer seen writes one.
 
 use crate::inbox;
@@ -31,9 +32,15 @@ pub struct Mentions {
     pub removed: Vec<PathBuf>,
 }
 
-/// Finds the `.json` files under `folders` that mention any of `emails`; with
-/// `purge`, removes each request that holds only them, then its response.
-pub fn find(folders: &[PathBuf], emails: &[Email], purge: bool) -> io::Result<Mentions> {
+/// Finds the `.json` files directly in `inbox`, and in the day folders of `archive`,
+/// that mention any of `emails`; with `purge`, removes each request that holds only
+/// them, then its response.
+pub fn find(
+    inbox: &Path,
+    archive: Option<&Path>,
+    emails: &[Email],
+    purge: bool,
+) -> io::Result<Mentions> {
     let needles: Vec<Vec<u8>> = emails
         .iter()
         .map(|e| e.as_str().as_bytes().to_ascii_lowercase())
@@ -42,12 +49,14 @@ pub fn find(folders: &[PathBuf], emails: &[Email], purge: bool) -> io::Result<Me
     if needles.is_empty() {
         return Ok(mentions);
     }
+    let mut files = json_files(inbox, false)?;
+    if let Some(archive) = archive {
+        files.extend(json_files(archive, true)?);
+    }
     let mut found = Vec::new();
-    for folder in folders {
-        for file in json_files(folder)? {
-            if mentions_any(&file, &needles)? {
-                found.push(file);
-            }
+    for file in files {
+        if mentions_any(&file, &needles)? {
+            found.push(file);
         }
     }
     found.sort();
@@ -76,8 +85,9 @@ fn is_request(path: &Path) -> bool {
     path.file_name().is_some_and(inbox::is_request_name)
 }
 
-/// The `.json` files directly in `folder` and in its sub-folders (the archive's days).
-fn json_files(folder: &Path) -> io::Result<Vec<PathBuf>> {
+/// The `.json` files directly in `folder`, and with `days` in its sub-folders (the
+/// archive's days).
+fn json_files(folder: &Path, days: bool) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let entries = match fs::read_dir(folder) {
         Ok(entries) => entries,
@@ -87,7 +97,7 @@ fn json_files(folder: &Path) -> io::Result<Vec<PathBuf>> {
     for entry in entries {
         let entry = entry?;
         let kind = entry.file_type()?;
-        if kind.is_dir() {
+        if kind.is_dir() && days {
             for inner in fs::read_dir(entry.path())? {
                 let inner = inner?;
                 if inner.file_type()?.is_file() && is_json(&inner.path()) {

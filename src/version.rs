@@ -61,7 +61,7 @@ pub enum Recorded {
 /// Reads the store's format; a version this binary does not know is an error.
 pub fn check(dir: &Path) -> Result<Recorded, FormatError> {
     let path = dir.join(FILE);
-    let text = match fs::read_to_string(&path) {
+    let text = match read_small(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recorded::Nothing),
         Err(source) => return Err(FormatError::Io { path, source }),
@@ -82,6 +82,32 @@ pub fn check(dir: &Path) -> Result<Recorded, FormatError> {
             binary: env!("CARGO_PKG_VERSION"),
         })
     }
+}
+
+/// The start of the file at `path`, which must be a regular file: a link is not
+/// followed and a FIFO does not block (it is refused), and a huge file is not read
+/// whole.
+fn read_small(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::other(
+                "it is a symbolic link, which userdrop does not follow; put the file itself there",
+            ),
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(
+            "it is not a regular file; userdrop writes it as one",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(64).read_to_end(&mut bytes)?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Records [`CURRENT`] in the store folder, durably: written under a temporary name,
