@@ -625,6 +625,9 @@ pub fn delete(args: &DeleteArgs) -> ExitCode {
     for path in &mentions.removed {
         let _ = writeln!(out, "removed {}", path.display());
     }
+    if !mentions.removed.is_empty() {
+        erase_again(&args.common, &emails);
+    }
     for path in &mentions.remaining {
         let _ = writeln!(out, "still mentioned in {}", path.display());
     }
@@ -640,6 +643,27 @@ pub fn delete(args: &DeleteArgs) -> ExitCode {
         );
     }
     ExitCode::from(code)
+}
+
+/// After `--purge-files`: a daemon that was applying one of the removed requests may
+/// have stored a person again after the first erasure (its step read the store
+/// before). The request is gone now, so nothing can bring them back once more;
+/// erase again, and say so if it found anyone.
+fn erase_again(common: &Common, emails: &[crate::model::Email]) {
+    let query = Query::Delete {
+        emails: emails.iter().map(ToString::to_string).collect(),
+    };
+    let mut printed = Vec::new();
+    if ask_store(&query, common, &mut printed).is_err() {
+        return;
+    }
+    for line in String::from_utf8_lossy(&printed).lines() {
+        if let Some(email) = line.strip_prefix("erased ") {
+            eprintln!(
+                "userdrop: {email} was stored again by a file being applied while it was erased; erased again"
+            );
+        }
+    }
 }
 
 /// `backup FILE|-`: from the store, or through the daemon that holds it; a file is
