@@ -912,6 +912,7 @@ fn judge(
         identity,
     };
 
+    let spans = Spans::default();
     let mut end_step = |writes: &mut Vec<StoredUser>,
                         log: &mut Vec<Vec<Message>>,
                         progress: &mut Progress,
@@ -922,6 +923,7 @@ fn judge(
             Mode::Apply => {
                 unchanged(committed)?;
                 committed = true;
+                let t = std::time::Instant::now();
                 progress.log_len = store.commit(Step {
                     path,
                     writes: std::mem::take(writes),
@@ -932,10 +934,13 @@ fn judge(
                 if let Some(record) = &mut finished {
                     record.log_len = progress.log_len;
                 }
+                spans.commit.set(spans.commit.get() + t.elapsed());
                 if !last {
+                    let t = std::time::Instant::now();
                     // Each step is made durable on its own: a crash then loses at
                     // most the step in hand, and a resumed file redoes only that.
                     store.flush()?;
+                    spans.flush.set(spans.flush.get() + t.elapsed());
                     fault_point("after-step");
                     pause_point("after-step");
                     if settings
@@ -1036,8 +1041,10 @@ fn judge(
             }
         }
         tracing::debug!(
-            ms = applier_waited.as_millis() as u64,
-            "applying thread waited for verdicts"
+            waited_ms = applier_waited.as_millis() as u64,
+            commit_ms = spans.commit.get().as_millis() as u64,
+            flush_ms = spans.flush.get().as_millis() as u64,
+            "applying thread: waited for verdicts, committed steps, flushed them"
         );
         reader.join()
     });
@@ -1069,6 +1076,13 @@ fn judge(
 
 /// The log entry for one judged user and, when it changes the store, the record to
 /// write.
+/// Where the applying thread's time went, for the debug log (issue 13's profile).
+#[derive(Default)]
+struct Spans {
+    commit: std::cell::Cell<std::time::Duration>,
+    flush: std::cell::Cell<std::time::Duration>,
+}
+
 /// A user's verdict and, when valid, the hash of the record its fields alone make.
 struct Judged {
     verdict: Verdict,
