@@ -781,7 +781,8 @@ fn judge(
         None => settings.max_file_size,
     };
     let mapped = match &input {
-        Input::Copy(copy) => request::Mapped::new(copy).map_err(read_error)?,
+        // A copy that cannot be mapped is read through the stream, as before.
+        Input::Copy(copy) => request::Mapped::new(copy).ok().flatten(),
         Input::Memory(_) | Input::Direct(_) => None,
     };
     let release = |offset: usize| {
