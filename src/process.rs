@@ -1041,6 +1041,9 @@ fn judge(
                 }
             }
         }
+        // Closed before the join: a reader blocked on a full channel (this side
+        // stopped: a store failure, or SIGTERM between steps) then gets its error.
+        drop(receiver);
         tracing::debug!(
             waited_ms = applier_waited.as_millis() as u64,
             commit_ms = spans.commit.get().as_millis() as u64,
