@@ -2,7 +2,9 @@
 //! same run, on the real release binary and real folders:
 //!
 //! ```text
-//! cargo bench --bench targets -- big      [--users 1000000] [--runs 3]
+//! cargo bench --bench targets -- big      [--users 1000000] [--runs 3]   (import, unchanged
+//!                                          re-imports, a nightly export with 1 % changed, the
+//!                                          Python peer, store size; each against its floor)
 //! cargo bench --bench targets -- small    [--files 10000] [--per-file 5] [--runs 3]
 //! cargo bench --bench targets -- latency  [--files 500]
 //! cargo bench --bench targets -- startup  [--pairs 100000] [--runs 3]
@@ -27,7 +29,11 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const BIN: &str = env!("CARGO_BIN_EXE_userdrop");
+/// The binary measured: this build's, or `USERDROP_BENCH_BIN` (to measure an earlier
+/// build against floors of the same run).
+fn bin() -> String {
+    std::env::var("USERDROP_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_userdrop").into())
+}
 
 struct Opts {
     target: String,
@@ -69,8 +75,9 @@ fn main() {
         }
     }
     println!(
-        "# userdrop benchmarks, {} (binary {BIN})",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        "# userdrop benchmarks, {} (binary {})",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        bin()
     );
     match opts.target.as_str() {
         "big" => big(&opts),
@@ -109,7 +116,7 @@ fn settle_disk() {
 fn timed(args: &[&str], cwd: &Path) -> (Duration, u64) {
     settle_disk();
     let started = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .current_dir(cwd)
         .env_remove("USERDROP_TOKENS")
@@ -174,7 +181,7 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-// ---- the floor of the big file: typed parse + sled inserts, nothing else ----
+// ---- the floors of the big file: typed parse + sled, nothing else ----
 
 #[derive(Deserialize, Serialize)]
 struct FloorRequest {
@@ -192,8 +199,11 @@ struct FloorUser {
     city: String,
     address: String,
     discount_card: FloorCard,
+    customer_group_id: u64,
     balance: f64,
     balance_currency: String,
+    manager_id: u64,
+    company: String,
     newsletter_subscription: bool,
 }
 
@@ -205,22 +215,42 @@ struct FloorCard {
     status: u8,
 }
 
-/// Parse time and insert+flush time for the floor of `file`.
-fn floor_big(file: &Path, work: &Path) -> (f64, f64) {
-    settle_disk();
+/// What the floors of one run measured.
+struct Floors {
+    /// Typed parse from a slice, seconds.
+    parse: f64,
+    /// Individual inserts into an empty tree and one flush, seconds.
+    insert: f64,
+    /// The re-import: typed parse + one `get` per user + a byte compare, seconds.
+    reimport: f64,
+    /// The insert floor's sled folder after its flush, bytes.
+    size: u64,
+}
+
+fn open_floor_db(dir: &Path) -> sled::Db {
+    // The product's own cache size, so both pay the same for a small cache.
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(64 * 1024 * 1024)
+        .open()
+        .expect("open sled")
+}
+
+fn parse_floor(file: &Path) -> (FloorRequest, f64) {
     let bytes = fs::read(file).expect("read the request");
     let t = Instant::now();
     let request: FloorRequest = serde_json::from_slice(&bytes).expect("parse the request");
-    let parse = t.elapsed().as_secs_f64();
-    drop(bytes);
+    (request, t.elapsed().as_secs_f64())
+}
+
+/// The insert floor of `file`, then the re-import floor of the same file against the
+/// store it made (reopened, so that its cache starts cold, as a new process's does).
+fn floor_big(file: &Path, work: &Path) -> Floors {
+    settle_disk();
+    let (request, parse) = parse_floor(file);
     let dir = work.join("floor-db");
     let _ = fs::remove_dir_all(&dir);
-    // The product's own cache size, so both pay the same for a small cache.
-    let db = sled::Config::new()
-        .path(&dir)
-        .cache_capacity(64 * 1024 * 1024)
-        .open()
-        .expect("open sled");
+    let db = open_floor_db(&dir);
     let t = Instant::now();
     for user in &request.users {
         let value = serde_json::to_vec(user).expect("encode");
@@ -228,15 +258,109 @@ fn floor_big(file: &Path, work: &Path) -> (f64, f64) {
     }
     db.flush().expect("flush");
     let insert = t.elapsed().as_secs_f64();
+    drop((db, request));
+    let size = disk_usage(&dir);
+    settle_disk();
+    let db = open_floor_db(&dir);
+    let t = Instant::now();
+    let (request, _) = parse_floor(file);
+    let mut same = 0u64;
+    for user in &request.users {
+        let value = serde_json::to_vec(user).expect("encode");
+        let stored = db.get(user.email.as_bytes()).expect("get");
+        same += u64::from(stored.is_some_and(|s| *s == value[..]));
+    }
+    let reimport = t.elapsed().as_secs_f64();
+    assert_eq!(
+        same,
+        request.users.len() as u64,
+        "the floor found every user"
+    );
     drop(db);
     let _ = fs::remove_dir_all(&dir);
-    (parse, insert)
+    Floors {
+        parse,
+        insert,
+        reimport,
+        size,
+    }
+}
+
+/// The Python peer (benches/peer.py: stdlib json + sqlite, one transaction) on an
+/// empty database; seconds.
+fn peer(file: &Path, work: &Path) -> Option<f64> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer.py");
+    let db = work.join("peer.sqlite");
+    let _ = fs::remove_file(&db);
+    settle_disk();
+    let t = Instant::now();
+    let status = Command::new("python3")
+        .arg(script)
+        .arg(file)
+        .arg(&db)
+        .status();
+    let elapsed = t.elapsed().as_secs_f64();
+    let _ = fs::remove_file(&db);
+    match status {
+        Ok(s) if s.success() => Some(elapsed),
+        other => {
+            println!("(the Python peer did not run: {other:?})");
+            None
+        }
+    }
+}
+
+/// One run of the four imports of [`big`]: seconds and peak RSS (KiB) of each, and the
+/// store's size after each of the first three.
+struct Imports {
+    times: [f64; 4],
+    rss: [f64; 4],
+    sizes: [u64; 3],
+}
+
+const IMPORTS: [&str; 4] = [
+    "`userdrop import`, empty store",
+    "same file again, unchanged",
+    "same file a third time, unchanged",
+    "nightly export: 1 % of the users changed",
+];
+
+fn imports(work: &Path, run: usize) -> Imports {
+    let db = work.join(format!("db{run}"));
+    let db_arg = db.to_str().expect("a UTF-8 temp path");
+    let mut out = Imports {
+        times: [0.0; 4],
+        rss: [0.0; 4],
+        sizes: [0; 3],
+    };
+    for (i, file) in ["big.json", "big.json", "big.json", "nightly.json"]
+        .iter()
+        .enumerate()
+    {
+        let (t, rss) = timed(&["import", "--db", db_arg, file], work);
+        out.times[i] = t.as_secs_f64();
+        out.rss[i] = rss as f64 / 1024.0;
+        if let Some(size) = out.sizes.get_mut(i) {
+            *size = disk_usage(&db);
+        }
+    }
+    let _ = fs::remove_dir_all(&db);
+    out
 }
 
 fn big(opts: &Opts) {
     let work = workdir(opts);
     let file = work.path().join("big.json");
     write_request_file(&file, 0, opts.users);
+    let nightly = work.path().join("nightly.json");
+    let change = generator::Change {
+        percent: 1.0,
+        seed: 7,
+    };
+    let mut out = BufWriter::new(fs::File::create(&nightly).expect("create a request"));
+    generator::write_request_changed(&mut out, 0, opts.users, change).expect("write");
+    out.flush().expect("write a request");
+    drop(out);
     let size = fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     let users = opts.users as f64;
     println!(
@@ -245,50 +369,91 @@ fn big(opts: &Opts) {
         size as f64 / 1e6,
         opts.runs
     );
-    let (mut floors, mut parses, mut inserts) = (vec![], vec![], vec![]);
-    let (mut firsts, mut agains, mut rss_first, mut rss_again) = (vec![], vec![], vec![], vec![]);
+    let mut floors = Vec::new();
+    let mut runs = Vec::new();
     for run in 0..opts.runs {
-        let (parse, insert) = floor_big(&file, work.path());
-        parses.push(parse);
-        inserts.push(insert);
-        floors.push(parse + insert);
-        let db = work.path().join(format!("db{run}"));
-        let db = db.to_str().expect("a UTF-8 temp path");
-        let (first, rss1) = timed(&["import", "--db", db, "big.json"], work.path());
-        let (again, rss2) = timed(&["import", "--db", db, "big.json"], work.path());
-        firsts.push(first.as_secs_f64());
-        agains.push(again.as_secs_f64());
-        rss_first.push(rss1 as f64);
-        rss_again.push(rss2 as f64);
-        let _ = fs::remove_dir_all(db);
+        let f = floor_big(&file, work.path());
+        let i = imports(work.path(), run);
         println!(
-            "run {run}: floor {:.2} s (parse {parse:.2} + sled {insert:.2}), import {:.2} s, re-import {:.2} s",
-            parse + insert,
-            first.as_secs_f64(),
-            again.as_secs_f64()
+            "run {run}: floors: insert {:.2} s (parse {:.2} + sled {:.2}), re-import {:.2} s; \
+             userdrop: import {:.2} s ({:.2}), unchanged {:.2} s ({:.2}), again {:.2} s, \
+             nightly {:.2} s ({:.2}); store {:.0} / {:.0} / {:.0} MiB, floor's {:.0} MiB",
+            f.parse + f.insert,
+            f.parse,
+            f.insert,
+            f.reimport,
+            i.times[0],
+            i.times[0] / (f.parse + f.insert),
+            i.times[1],
+            i.times[1] / f.reimport,
+            i.times[2],
+            i.times[3],
+            i.times[3] / f.reimport,
+            mib(i.sizes[0]),
+            mib(i.sizes[1]),
+            mib(i.sizes[2]),
+            mib(f.size)
+        );
+        floors.push(f);
+        runs.push(i);
+    }
+    let peer = peer(&file, work.path());
+    report_big(&floors, &runs, peer, users);
+}
+
+/// The medians of [`big`]'s runs; each ratio is the median of the runs' own ratios.
+fn report_big(floors: &[Floors], runs: &[Imports], peer: Option<f64>, users: f64) {
+    let of = |f: &dyn Fn(&Floors, &Imports) -> f64| {
+        median(floors.iter().zip(runs).map(|(a, b)| f(a, b)).collect())
+    };
+    let insert = of(&|f, _| f.parse + f.insert);
+    let reimport = of(&|f, _| f.reimport);
+    println!("| case | time | users/s | floor | ratio to floor (target) | peak RSS |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| insert floor: typed parse from a slice ({:.2} s) + sled inserts, one flush ({:.2} s) | {insert:.2} s | {:.0} | | 1.00 | |",
+        of(&|f, _| f.parse),
+        of(&|f, _| f.insert),
+        users / insert
+    );
+    println!(
+        "| re-import floor: typed parse + one sled get per user + byte compare | {reimport:.2} s | {:.0} | | 1.00 | |",
+        users / reimport
+    );
+    for (k, label) in IMPORTS.iter().enumerate() {
+        let t = of(&|_, i| i.times[k]);
+        let (floor, ratio, target) = match k {
+            0 => (
+                "insert",
+                of(&|f, i| i.times[0] / (f.parse + f.insert)),
+                "≤ 1.25",
+            ),
+            3 => ("re-import", of(&|f, i| i.times[3] / f.reimport), "≤ 1.4"),
+            _ => ("re-import", of(&|f, i| i.times[k] / f.reimport), "≤ 1.25"),
+        };
+        println!(
+            "| {label} | {t:.2} s | {:.0} | {floor} | **{ratio:.2}** ({target}) | {:.0} MiB |",
+            users / t,
+            of(&|_, i| i.rss[k])
         );
     }
-    let (floor, first, again) = (median(floors), median(firsts), median(agains));
-    println!("| case | time | users/s | ratio to floor | peak RSS |");
-    println!("|---|---|---|---|---|");
+    let floor_size = of(&|f, _| f.size as f64);
     println!(
-        "| floor: typed parse from a slice ({:.2} s) + sled inserts and one flush ({:.2} s) | {floor:.2} s | {:.0} | 1.00 | |",
-        median(parses),
-        median(inserts),
-        users / floor
+        "\nstore on disk: after the first import {:.0} MiB = **{:.2}** × the insert floor's sled folder ({:.0} MiB; target ≤ 1.1); after two unchanged re-imports {:.0} → {:.0} MiB (target: no growth)",
+        of(&|_, i| mib(i.sizes[0])),
+        of(&|f, i| i.sizes[0] as f64 / f.size as f64),
+        floor_size / (1024.0 * 1024.0),
+        of(&|_, i| mib(i.sizes[1])),
+        of(&|_, i| mib(i.sizes[2])),
     );
-    println!(
-        "| `userdrop import`, empty store | {first:.2} s | {:.0} | {:.2} | {:.0} MiB |",
-        users / first,
-        first / floor,
-        median(rss_first) / 1024.0
-    );
-    println!(
-        "| `userdrop import`, same file again | {again:.2} s | {:.0} | {:.2} | {:.0} MiB |",
-        users / again,
-        again / floor,
-        median(rss_again) / 1024.0
-    );
+    if let Some(peer) = peer {
+        let first = of(&|_, i| i.times[0]);
+        println!(
+            "Python peer (benches/peer.py: json + sqlite, one transaction), first import: {peer:.2} s = {:.0} users/s; userdrop is **{:.2}** × faster (target ≥ 5)",
+            users / peer,
+            peer / first
+        );
+    }
 }
 
 fn growth(opts: &Opts) {
@@ -419,7 +584,7 @@ impl Daemon {
     /// Starts `run` and waits until its initial scan is done.
     fn start(work: &Path, extra: &[&str]) -> (Daemon, Duration) {
         let started = Instant::now();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["run", "--watch", "inbox", "--db", "db"])
             .args(extra)
             .current_dir(work)

@@ -562,6 +562,14 @@ enum Mode {
 /// `syncfs` instead of an fsync each.
 const SYNCFS_FROM: usize = 8;
 
+/// A step ends at `--step-users` users written, or at this many times as many users
+/// judged, whichever comes first. Every step costs a flush (two fsyncs), which on a
+/// busy disk took 20 to 100 ms each (issue 13): an unchanged nightly re-import paid
+/// a thousand of them for steps that wrote nothing but their progress. A step of
+/// unchanged users is bounded all the same (its log lines, some 100 bytes each, a few
+/// MB), and redoing one after a crash writes nothing.
+const JUDGED_PER_STEP: usize = 64;
+
 /// Verdicts handed from the reading thread to the applying one at a time.
 const VERDICT_BATCH: usize = 512;
 
@@ -762,7 +770,7 @@ fn judge(
         }
     };
     let Opening {
-        mut input,
+        input,
         watched,
         identity,
         size,
@@ -772,10 +780,38 @@ fn judge(
         Some(_) => settings.max_file_size.max(size),
         None => settings.max_file_size,
     };
-    let mut source = request::Source::new(input.reader().map_err(read_error)?, limit).hashing();
-    let checked = request::envelope(&mut source);
-    let hash = source.hash();
-    drop(source);
+    let mapped = match &input {
+        // A copy that cannot be mapped is read through the stream, as before.
+        Input::Copy(copy) => request::Mapped::new(copy).ok().flatten(),
+        Input::Memory(_) | Input::Direct(_) => None,
+    };
+    let release = |offset: usize| {
+        if let Some(m) = &mapped {
+            m.release(offset);
+        }
+    };
+    let text = match (&input, &mapped) {
+        (Input::Memory(bytes), _) => Some(request::Text {
+            bytes,
+            release: &release,
+        }),
+        (_, Some(m)) => Some(request::Text {
+            bytes: m.bytes(),
+            release: &release,
+        }),
+        _ => None,
+    };
+    let (checked, hash) = match text.as_ref().and_then(|t| request::envelope_in(t, limit)) {
+        Some((envelope, hash)) => (Ok(envelope), hash),
+        // A bad text (or one read from the request itself): the streaming reader, whose
+        // messages say where and why.
+        None => {
+            let mut source =
+                request::Source::new(input.reader().map_err(read_error)?, limit).hashing();
+            let checked = request::envelope(&mut source);
+            (checked, source.hash())
+        }
+    };
     tracing::debug!(file = %path.display(), ms = timer.elapsed().as_millis() as u64, "first pass (syntax, shape, hash) done");
     pause_point("after-first-pass");
     let envelope = match checked {
@@ -843,9 +879,9 @@ fn judge(
         && steps > 1
         && let Input::Memory(bytes) = &input
     {
+        // Steps are still read from memory; the copy is for finishing it after a crash.
         let mut copy = store.new_copy(path)?;
         copy.write_all(bytes).map_err(read_error)?;
-        input = Input::Copy(copy);
     }
 
     let source_file = request.name.to_string_lossy().into_owned();
@@ -877,6 +913,7 @@ fn judge(
         identity,
     };
 
+    let spans = Spans::default();
     let mut end_step = |writes: &mut Vec<StoredUser>,
                         log: &mut Vec<Vec<Message>>,
                         progress: &mut Progress,
@@ -887,6 +924,7 @@ fn judge(
             Mode::Apply => {
                 unchanged(committed)?;
                 committed = true;
+                let t = std::time::Instant::now();
                 progress.log_len = store.commit(Step {
                     path,
                     writes: std::mem::take(writes),
@@ -897,10 +935,13 @@ fn judge(
                 if let Some(record) = &mut finished {
                     record.log_len = progress.log_len;
                 }
+                spans.commit.set(spans.commit.get() + t.elapsed());
                 if !last {
+                    let t = std::time::Instant::now();
                     // Each step is made durable on its own: a crash then loses at
                     // most the step in hand, and a resumed file redoes only that.
                     store.flush()?;
+                    spans.flush.set(spans.flush.get() + t.elapsed());
                     fault_point("after-step");
                     pause_point("after-step");
                     if settings
@@ -930,30 +971,56 @@ fn judge(
     // bounded channel keeps memory to a few batches; dropping the receiver (a store
     // failure) stops the reader at its next send.
     let walked = std::thread::scope(|scope| {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(u64, Verdict)>>(4);
+        let (sender, receiver) =
+            std::sync::mpsc::sync_channel::<Vec<(u64, Verdict, Option<store::Result<u128>>)>>(4);
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(VERDICT_BATCH);
-            let walked = request::for_each_user(&mut source, |index, element| {
+            // Which side of the pipeline waits for the other, for the debug log.
+            let mut reader_waited = std::time::Duration::ZERO;
+            let on_user = |index: u64, element: request::Element<'_>| {
                 let verdict = validator.user(index, element);
                 if index >= start {
-                    batch.push((index, verdict));
+                    // Hashed here, off the applying thread, which is the slower side.
+                    let fresh = match &verdict {
+                        Verdict::Valid(patch) => Some(store::data_hash(&patch.clone().merge(None))),
+                        Verdict::Rejected(_) => None,
+                    };
+                    batch.push((index, verdict, fresh));
                     if batch.len() >= VERDICT_BATCH {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(VERDICT_BATCH));
+                        let t = std::time::Instant::now();
                         sender.send(full).map_err(|_| Halt)?;
+                        reader_waited += t.elapsed();
                     }
                 }
                 Ok(())
-            });
+            };
+            let walked = match &text {
+                Some(text) => request::for_each_user_in(text, on_user),
+                None => request::for_each_user(&mut source, on_user),
+            };
             if walked.is_ok() && !batch.is_empty() {
                 // A closed channel means the applying side failed; it keeps the reason.
                 let _ = sender.send(batch);
             }
+            tracing::debug!(
+                ms = reader_waited.as_millis() as u64,
+                "reader waited for the applying thread"
+            );
             walked
         });
-        'apply: for batch in receiver {
-            for (index, verdict) in batch {
+        let mut applier_waited = std::time::Duration::ZERO;
+        let mut next = || {
+            let t = std::time::Instant::now();
+            let batch = receiver.recv().ok();
+            applier_waited += t.elapsed();
+            batch
+        };
+        'apply: while let Some(batch) = next() {
+            for (index, verdict, fresh) in batch {
+                let judged = Judged { verdict, fresh };
                 let entry =
-                    match apply_verdict(store, verdict, &source_file, now, &mut progress.counts) {
+                    match apply_verdict(store, judged, &source_file, now, &mut progress.counts) {
                         Ok((entry, write)) => {
                             writes.extend(write);
                             entry
@@ -966,7 +1033,7 @@ fn judge(
                 log.push(entry);
                 progress.next_index = index + 1;
                 let last = index + 1 == total;
-                if (log.len() >= step_users || last)
+                if (writes.len() >= step_users || log.len() >= step_users * JUDGED_PER_STEP || last)
                     && let Err(e) = end_step(&mut writes, &mut log, &mut progress, last)
                 {
                     failure = Some(e);
@@ -974,6 +1041,15 @@ fn judge(
                 }
             }
         }
+        // Closed before the join: a reader blocked on a full channel (this side
+        // stopped: a store failure, or SIGTERM between steps) then gets its error.
+        drop(receiver);
+        tracing::debug!(
+            waited_ms = applier_waited.as_millis() as u64,
+            commit_ms = spans.commit.get().as_millis() as u64,
+            flush_ms = spans.flush.get().as_millis() as u64,
+            "applying thread: waited for verdicts, committed steps, flushed them"
+        );
         reader.join()
     });
     if let Some(e) = failure {
@@ -1004,9 +1080,22 @@ fn judge(
 
 /// The log entry for one judged user and, when it changes the store, the record to
 /// write.
+/// Where the applying thread's time went, for the debug log (issue 13's profile).
+#[derive(Default)]
+struct Spans {
+    commit: std::cell::Cell<std::time::Duration>,
+    flush: std::cell::Cell<std::time::Duration>,
+}
+
+/// A user's verdict and, when valid, the hash of the record its fields alone make.
+struct Judged {
+    verdict: Verdict,
+    fresh: Option<store::Result<u128>>,
+}
+
 fn apply_verdict(
     store: &Store,
-    verdict: Verdict,
+    Judged { verdict, fresh }: Judged,
     source_file: &str,
     now: chrono::DateTime<Utc>,
     counts: &mut Counts,
@@ -1028,12 +1117,11 @@ fn apply_verdict(
         Ok(Some(raw)) => {
             // A record written from exactly these fields is what merging them into
             // it gives back: unchanged, known from its hash without decoding it.
-            if let Some(hash) = raw.data_hash() {
-                let fresh = patch.clone().merge(None);
-                if store::data_hash(&fresh)? == hash {
-                    counts.unchanged += 1;
-                    return Ok((vec![Message::Unchanged { email }], None));
-                }
+            if let (Some(hash), Some(fresh)) = (raw.data_hash(), fresh)
+                && fresh? == hash
+            {
+                counts.unchanged += 1;
+                return Ok((vec![Message::Unchanged { email }], None));
             }
             match raw.decode() {
                 Ok(old) => Some(old),

@@ -210,7 +210,10 @@ const CHUNK: usize = 256 * 1024;
 pub fn envelope<R: Read>(source: &mut Source<R>) -> Result<Envelope, Unread> {
     let mut de =
         serde_json::Deserializer::from_reader(BufReader::with_capacity(CHUNK, &mut *source));
-    let walk = Walk { on_user: None };
+    let walk = Walk {
+        on_user: None,
+        passed: None,
+    };
     let result = walk
         .deserialize(&mut de)
         .and_then(|env| de.end().map(|()| env));
@@ -263,6 +266,7 @@ pub fn for_each_user<R: Read>(
         serde_json::Deserializer::from_reader(BufReader::with_capacity(CHUNK, &mut *source));
     let walk = Walk {
         on_user: Some(&mut callback),
+        passed: None,
     };
     let result = walk.deserialize(&mut de).and_then(|_| de.end());
     drop(de);
@@ -270,6 +274,162 @@ pub fn for_each_user<R: Read>(
         Ok(()) => Ok(()),
         Err(_) if halted => Err(Stop::Halt),
         Err(e) => Err(Stop::Unread(unread(source, e))),
+    }
+}
+
+/// How much of a text in memory is checked (UTF-8, hash) at a time, and how far the
+/// parser runs before the pages behind it are given back.
+const WINDOW: usize = 8 * 1024 * 1024;
+
+/// A request held in memory (a small file) or mapped (the store's private copy): both
+/// passes parse it from the slice, which serde_json does several times faster than
+/// through `io::Read` (issue 13: the streaming first pass alone took as long as the
+/// floor's whole typed parse). `release(offset)` is told how far the text was passed:
+/// a mapping drops those pages, so memory stays flat in the file's size.
+pub struct Text<'a> {
+    pub bytes: &'a [u8],
+    pub release: &'a (dyn Fn(usize) + Sync),
+}
+
+impl Text<'_> {
+    fn parsed(&self) -> &[u8] {
+        self.bytes.strip_prefix(BOM).unwrap_or(self.bytes)
+    }
+
+    /// The hook that gives back what the parser passed, every [`WINDOW`].
+    fn passing(&self) -> impl FnMut(*const u8) + '_ {
+        let base = self.bytes.as_ptr() as usize;
+        let mut released = 0;
+        move |at: *const u8| {
+            let offset = (at as usize).saturating_sub(base);
+            if offset >= released + WINDOW {
+                (self.release)(offset);
+                released = offset;
+            }
+        }
+    }
+}
+
+/// [`envelope`] and the hash of a text in memory, when the text is good. `None` for
+/// anything else (too large, not UTF-8, not the shape): the caller then runs the
+/// streaming [`envelope`], whose messages (line, column, reason) are the reference.
+pub fn envelope_in(text: &Text<'_>, limit: u64) -> Option<(Envelope, String)> {
+    if text.bytes.len() as u64 > limit {
+        return None;
+    }
+    let mut hasher = Xxh3::new();
+    let mut at = 0;
+    while at < text.bytes.len() {
+        let end = (at + WINDOW).min(text.bytes.len());
+        let window = &text.bytes[at..end];
+        let valid = match std::str::from_utf8(window) {
+            Ok(_) => window.len(),
+            // A character cut by the window's end is checked with the next window.
+            Err(e) if e.error_len().is_none() && end < text.bytes.len() => e.valid_up_to(),
+            Err(_) => return None,
+        };
+        hasher.update(&window[..valid]);
+        at += valid;
+        (text.release)(at);
+    }
+    let hash = format!("{:032x}", hasher.digest128());
+    let mut passed = text.passing();
+    let mut de = serde_json::Deserializer::from_slice(text.parsed());
+    let walk = Walk {
+        on_user: None,
+        passed: Some(&mut passed),
+    };
+    let envelope = walk
+        .deserialize(&mut de)
+        .and_then(|env| de.end().map(|()| env));
+    (text.release)(text.bytes.len());
+    Some((envelope.ok()?, hash))
+}
+
+/// [`for_each_user`] over a text in memory that [`envelope_in`] accepted.
+pub fn for_each_user_in(
+    text: &Text<'_>,
+    mut on_user: impl FnMut(u64, Element<'_>) -> Result<(), Halt>,
+) -> Result<(), Stop> {
+    let mut halted = false;
+    let mut callback = |index: u64, element: Element<'_>| {
+        let r = on_user(index, element);
+        halted = r.is_err();
+        r
+    };
+    let mut passed = text.passing();
+    let mut de = serde_json::Deserializer::from_slice(text.parsed());
+    let walk = Walk {
+        on_user: Some(&mut callback),
+        passed: Some(&mut passed),
+    };
+    let result = walk.deserialize(&mut de).and_then(|_| de.end());
+    (text.release)(text.bytes.len());
+    match result {
+        Ok(()) => Ok(()),
+        Err(_) if halted => Err(Stop::Halt),
+        Err(e) => Err(Stop::Unread(Unread::Bad(file_error(&e)))),
+    }
+}
+
+/// The store's private copy of a request, mapped read-only (see [`Text`]). Only the
+/// daemon's own copy in the spool is mapped, never a request: an uploader could
+/// truncate a request under the mapping, and a read past the new end is a SIGBUS.
+pub struct Mapped {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned; `release` only drops pages, which the
+// next read faults in again from the file with the same bytes.
+unsafe impl Send for Mapped {}
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// Maps all of `file`; `None` for an empty file (nothing to map).
+    pub fn new(file: &std::fs::File) -> io::Result<Option<Mapped>> {
+        let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
+        if len == 0 {
+            return Ok(None);
+        }
+        use rustix::mm::{MapFlags, ProtFlags, mmap};
+        // SAFETY: a fresh private read-only mapping of a file we own; see the type.
+        let ptr = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::PRIVATE,
+                file,
+                0,
+            )
+        }?;
+        Ok(Some(Mapped { ptr, len }))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+
+    /// Gives back the pages before `offset`: the page cache keeps the file, and a
+    /// later read faults them in again, so only the process's resident size changes.
+    pub fn release(&self, offset: usize) {
+        let page = rustix::param::page_size();
+        let end = offset.min(self.len) / page * page;
+        if end > 0 {
+            // SAFETY: within our mapping; `LinuxDontNeed` on a private file mapping that
+            // was never written only unmaps pages, which refault with the same bytes.
+            let _ =
+                unsafe { rustix::mm::madvise(self.ptr, end, rustix::mm::Advice::LinuxDontNeed) };
+        }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the region `new` mapped, once.
+        let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
     }
 }
 
@@ -352,9 +512,15 @@ fn file_error(e: &serde_json::Error) -> Message {
 
 type OnUser<'f> = &'f mut dyn FnMut(u64, Element<'_>) -> Result<(), Halt>;
 
-/// The top-level object. With no callback it only counts users.
+/// Told where each user of a text in memory begins, so that the pages before it can
+/// be given back (see [`Mapped`]).
+type Passed<'f> = &'f mut dyn FnMut(*const u8);
+
+/// The top-level object. With no callback it only counts users. With `passed` the
+/// text is a slice, and users are borrowed from it rather than copied out.
 struct Walk<'f> {
     on_user: Option<OnUser<'f>>,
+    passed: Option<Passed<'f>>,
 }
 
 impl<'de> DeserializeSeed<'de> for Walk<'_> {
@@ -383,6 +549,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
                     }
                     users = Some(map.next_value_seed(Users {
                         on_user: self.on_user.take(),
+                        passed: self.passed.take(),
                     })?);
                 }
                 "token" => {
@@ -407,6 +574,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
 
 struct Users<'f> {
     on_user: Option<OnUser<'f>>,
+    passed: Option<Passed<'f>>,
 }
 
 impl<'de> DeserializeSeed<'de> for Users<'_> {
@@ -425,13 +593,24 @@ impl<'de> Visitor<'de> for Users<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
         let mut n = 0u64;
-        match self.on_user {
-            None => {
+        match (self.on_user, self.passed) {
+            // A slice: each user borrowed, no copy of its text.
+            (on_user, Some(passed)) => {
+                let mut on_user = on_user;
+                while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+                    if let Some(on_user) = on_user.as_mut() {
+                        on_user(n, element(raw)).map_err(|Halt| de::Error::custom("halted"))?;
+                    }
+                    passed(raw.get().as_ptr());
+                    n += 1;
+                }
+            }
+            (None, None) => {
                 while seq.next_element::<IgnoredAny>()?.is_some() {
                     n += 1;
                 }
             }
-            Some(on_user) => {
+            (Some(on_user), None) => {
                 // Taken raw first: serde_json checks a raw value's syntax only, so no
                 // number too large for f64 and no bad escape can fail the walk; each
                 // is judged later as a problem of this one user.
@@ -524,6 +703,83 @@ mod tests {
             Err(Unread::Bad(m)) => Err(m),
             Err(Unread::Io(e)) => panic!("{e}"),
         }
+    }
+
+    fn in_memory(bytes: &[u8], limit: u64) -> Option<(Envelope, String)> {
+        envelope_in(
+            &Text {
+                bytes,
+                release: &|_| {},
+            },
+            limit,
+        )
+    }
+
+    /// The slice path agrees with the streaming one on every good text (envelope and
+    /// hash), and declines every bad one, so that the streaming reader says why.
+    #[test]
+    fn the_slice_path_agrees_with_the_stream_or_declines() {
+        let texts: [&[u8]; 9] = [
+            b"{\"users\":[]}",
+            b"\xEF\xBB\xBF{\"token\":\"t\",\"users\":[{\"email\":\"a@b.c\"},1,null]}",
+            b"{\"users\":[{\"title\":\"\xC3\xA9\\u00e9\"}],\"extra\":{\"x\":[1,2]}}",
+            b"{\"users\":[{\"title\":\"\xC3\"}]}",
+            b"{\"users\":[1,]}",
+            b"{\"token\":1,\"users\":[]}",
+            b"[1]",
+            b"{\"users\":[]} x",
+            b"{}",
+        ];
+        for text in texts {
+            let mut source = Source::new(text, u64::MAX).hashing();
+            let streamed = envelope(&mut source).ok().map(|e| (e, source.hash()));
+            assert_eq!(
+                in_memory(text, u64::MAX),
+                streamed,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert_eq!(in_memory(b"{\"users\":[]}", 5), None, "over the limit");
+    }
+
+    #[test]
+    fn users_from_a_mapped_copy_are_the_users_of_the_stream() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        let mut text = String::from("{\"users\":[");
+        for i in 0..50_000 {
+            text.push_str(&format!(
+                "{}{{\"email\":\"u{i}@x.io\",\"title\":\"T {i}\"}}",
+                if i > 0 { "," } else { "" }
+            ));
+        }
+        text.push_str("]}");
+        file.write_all(text.as_bytes()).unwrap();
+        let mapped = Mapped::new(&file).unwrap().unwrap();
+        let release = |offset: usize| mapped.release(offset);
+        let mapped_text = Text {
+            bytes: mapped.bytes(),
+            release: &release,
+        };
+        let (envelope, _) = envelope_in(&mapped_text, u64::MAX).unwrap();
+        assert_eq!(envelope.users, 50_000);
+        let collect = |walk: &mut dyn FnMut(OnUser<'_>)| {
+            let mut seen = Vec::new();
+            walk(&mut |i, e| {
+                let Element::Object(fields) = e else {
+                    panic!("an object")
+                };
+                seen.push((i, fields[0].1.get().to_owned()));
+                Ok(())
+            });
+            seen
+        };
+        let from_map = collect(&mut |f| for_each_user_in(&mapped_text, f).unwrap());
+        let streamed = collect(&mut |f| {
+            for_each_user(&mut Source::new(text.as_bytes(), u64::MAX), f).unwrap()
+        });
+        assert_eq!(from_map, streamed);
     }
 
     /// Hands out one byte per read, so every UTF-8 sequence is cut between chunks.
