@@ -121,7 +121,8 @@ pub struct Rules {
 pub struct Processing {
     #[command(flatten)]
     pub rules: Rules,
-    /// Users applied per atomic step; bounds memory and what a crash can cut short.
+    /// Users written per atomic step (a step also ends after 64 times as many were
+    /// judged, for files mostly unchanged); bounds memory and what a crash can cut short.
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..), env = "USERDROP_STEP_USERS")]
     pub step_users: u64,
     /// Write Prometheus metrics (text format, for node_exporter's textfile collector)

@@ -39,7 +39,7 @@ uk\t'Ukrainian (українська)'
 ru\t'Russian (русский)'"
 complete -c userdrop -n "__fish_userdrop_needs_command" -l types -d 'How field types are read: strict as SPEC §1\'s table, or lenient to take the forms PHP and ERP exports write ("3", 0/1, [], 31.12.2025, 00380...)' -r -f -a "strict\t'Each field of the JSON type SPEC §1\'s table gives it: "3" is not a number'
 lenient\t'Also the forms PHP scripts and ERP exports write: numbers as strings, booleans as 0/1, [] for no discount card, DD.MM.YYYY dates and dates with a time, 00 for a phone\'s +'"
-complete -c userdrop -n "__fish_userdrop_needs_command" -l step-users -d 'Users applied per atomic step; bounds memory and what a crash can cut short' -r
+complete -c userdrop -n "__fish_userdrop_needs_command" -l step-users -d 'Users written per atomic step (a step also ends after 64 times as many were judged, for files mostly unchanged); bounds memory and what a crash can cut short' -r
 complete -c userdrop -n "__fish_userdrop_needs_command" -l metrics-file -d 'Write Prometheus metrics (text format, for node_exporter\'s textfile collector) to this file after every processed file (run and import)' -r -F
 complete -c userdrop -n "__fish_userdrop_needs_command" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_needs_command" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
@@ -84,7 +84,7 @@ uk\t'Ukrainian (українська)'
 ru\t'Russian (русский)'"
 complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l types -d 'How field types are read: strict as SPEC §1\'s table, or lenient to take the forms PHP and ERP exports write ("3", 0/1, [], 31.12.2025, 00380...)' -r -f -a "strict\t'Each field of the JSON type SPEC §1\'s table gives it: "3" is not a number'
 lenient\t'Also the forms PHP scripts and ERP exports write: numbers as strings, booleans as 0/1, [] for no discount card, DD.MM.YYYY dates and dates with a time, 00 for a phone\'s +'"
-complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l step-users -d 'Users applied per atomic step; bounds memory and what a crash can cut short' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l step-users -d 'Users written per atomic step (a step also ends after 64 times as many were judged, for files mostly unchanged); bounds memory and what a crash can cut short' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l metrics-file -d 'Write Prometheus metrics (text format, for node_exporter\'s textfile collector) to this file after every processed file (run and import)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
@@ -107,7 +107,7 @@ uk\t'Ukrainian (українська)'
 ru\t'Russian (русский)'"
 complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l types -d 'How field types are read: strict as SPEC §1\'s table, or lenient to take the forms PHP and ERP exports write ("3", 0/1, [], 31.12.2025, 00380...)' -r -f -a "strict\t'Each field of the JSON type SPEC §1\'s table gives it: "3" is not a number'
 lenient\t'Also the forms PHP scripts and ERP exports write: numbers as strings, booleans as 0/1, [] for no discount card, DD.MM.YYYY dates and dates with a time, 00 for a phone\'s +'"
-complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l step-users -d 'Users applied per atomic step; bounds memory and what a crash can cut short' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l step-users -d 'Users written per atomic step (a step also ends after 64 times as many were judged, for files mostly unchanged); bounds memory and what a crash can cut short' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l metrics-file -d 'Write Prometheus metrics (text format, for node_exporter\'s textfile collector) to this file after every processed file (run and import)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
@@ -274,7 +274,7 @@ uk\t'Ukrainian (українська)'
 ru\t'Russian (русский)'"
 complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l types -d 'How field types are read: strict as SPEC §1\'s table, or lenient to take the forms PHP and ERP exports write ("3", 0/1, [], 31.12.2025, 00380...)' -r -f -a "strict\t'Each field of the JSON type SPEC §1\'s table gives it: "3" is not a number'
 lenient\t'Also the forms PHP scripts and ERP exports write: numbers as strings, booleans as 0/1, [] for no discount card, DD.MM.YYYY dates and dates with a time, 00 for a phone\'s +'"
-complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l step-users -d 'Users applied per atomic step; bounds memory and what a crash can cut short' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l step-users -d 'Users written per atomic step (a step also ends after 64 times as many were judged, for files mostly unchanged); bounds memory and what a crash can cut short' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l metrics-file -d 'Write Prometheus metrics (text format, for node_exporter\'s textfile collector) to this file after every processed file (run and import)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
