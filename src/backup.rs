@@ -452,7 +452,7 @@ impl Target {
         }
         std::fs::rename(&self.temp, &self.path)?;
         self.named = false;
-        std::fs::File::open(folder_of(&self.path))?.sync_all()
+        crate::store::sync_folder_of(&self.path)
     }
 
     /// Removes the temporary file of a backup that failed.

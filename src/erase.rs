@@ -188,9 +188,5 @@ fn holds_only(path: &Path, erased: &HashSet<&str>) -> bool {
 
 fn remove_synced(path: &Path) -> io::Result<()> {
     fs::remove_file(path)?;
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::File::open(folder)?.sync_all()
+    crate::store::sync_folder_of(path)
 }

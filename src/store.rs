@@ -92,6 +92,16 @@ fn sled_hint(e: &sled::Error) -> &'static str {
     }
 }
 
+/// Makes the entry of `path` in its folder durable (a file created, renamed or
+/// removed there): an fsync of the folder, `.` for a bare name.
+pub fn sync_folder_of(path: &Path) -> io::Result<()> {
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::File::open(folder)?.sync_all()
+}
+
 /// How the store is opened.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
