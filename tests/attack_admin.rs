@@ -4,62 +4,13 @@
 
 mod common;
 
-use common::{Env, process, signal, userdrop};
+use common::admin::{Daemon, run, wait_until};
+use common::{Env, process, signal};
 use std::fs;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A daemon on `env`'s inbox and store, stopped and reaped when dropped.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(env: &Env) -> Daemon {
-        let socket = env.db().join("userdrop.sock");
-        let _ = fs::remove_file(&socket);
-        let child = process()
-            .current_dir(env.dir.path())
-            .args(["run", "--watch", "in", "--db", "data", "--settle", "300"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the daemon starts");
-        assert!(
-            wait_until(|| socket.exists()),
-            "the daemon never opened its socket"
-        );
-        Daemon(child)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        signal(&self.0, "-TERM");
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(20) {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn run(env: &Env, db: &Path, args: &[&str]) -> Output {
-    userdrop()
-        .current_dir(env.dir.path())
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .output()
-        .expect("userdrop runs")
-}
 
 fn said(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
