@@ -20,7 +20,6 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod options;
-pub mod pg;
 pub mod process;
 pub mod request;
 pub mod response;

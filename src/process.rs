@@ -15,7 +15,7 @@
 
 use crate::inbox::{self, Folder};
 use crate::messages::{Lang, Message};
-use crate::model::{Identity, Meta, Status, StoredUser};
+use crate::model::{Email, Identity, Meta, Status, StoredUser};
 use crate::request::{self, Halt, Stop, Token, Unread};
 use crate::response;
 use crate::store::{self, Counts, FileRecord, Progress, Step, Store, StoreError};
@@ -891,8 +891,6 @@ fn judge(
     // The mode the file began under, not the one configured now: its response must
     // be the one it would have had without the interruption.
     let mut validator = Validator::for_users(total, progress.types);
-    let mut writes = Vec::new();
-    let mut log: Vec<Vec<Message>> = Vec::new();
     let mut checked_log = Vec::new();
     let mut failure = None;
     let mut done = None;
@@ -914,26 +912,57 @@ fn judge(
     };
 
     let spans = Spans::default();
-    let mut end_step = |writes: &mut Vec<StoredUser>,
-                        log: &mut Vec<Vec<Message>>,
+    // One step: its users merged with what is stored (inside the engine's commit, so
+    // that on a shared store nobody changes them in between), then committed.
+    let mut end_step = |pending: &mut Vec<Judged>,
                         progress: &mut Progress,
+                        next_index: u64,
                         last: bool|
      -> Result<(), Error> {
-        let mut finished = last.then(|| record(progress));
+        let emails: Vec<Email> = pending.iter().filter_map(Judged::email).cloned().collect();
+        let before = progress.clone();
+        let merge = |lookup: &store::Lookup<'_>| -> Result<(Step<'_>, Progress), Error> {
+            let mut after = Progress {
+                next_index,
+                ..before.clone()
+            };
+            let mut writes = Vec::new();
+            let mut log = Vec::with_capacity(pending.len());
+            for judged in pending.iter() {
+                let (entry, write) =
+                    apply_verdict(lookup, judged, &source_file, now, &mut after.counts)?;
+                writes.extend(write);
+                log.push(entry);
+            }
+            let step = Step {
+                path,
+                writes,
+                log,
+                progress: after.clone(),
+                done: last.then(|| record(&after)),
+                hold_below: if last { 0 } else { step_users },
+            };
+            Ok((step, after))
+        };
+        let mut finished = None;
         match mode {
             Mode::Apply => {
                 unchanged(committed)?;
                 committed = true;
                 let t = std::time::Instant::now();
-                progress.log_len = store.commit(Step {
-                    path,
-                    writes: std::mem::take(writes),
-                    log: std::mem::take(log),
-                    progress: progress.clone(),
-                    done: finished.clone(),
+                let mut after = None;
+                let log_len = store.commit_with(&emails, |lookup| {
+                    let (step, progress) = merge(lookup)?;
+                    finished.clone_from(&step.done);
+                    after = Some(progress);
+                    Ok::<_, Error>(step)
                 })?;
+                if let Some(after) = after {
+                    *progress = after;
+                }
+                progress.log_len = log_len;
                 if let Some(record) = &mut finished {
-                    record.log_len = progress.log_len;
+                    record.log_len = log_len;
                 }
                 spans.commit.set(spans.commit.get() + t.elapsed());
                 if !last {
@@ -954,10 +983,13 @@ fn judge(
                 }
             }
             Mode::Check => {
-                writes.clear();
-                checked_log.append(log);
+                let (mut step, after) = store.peek_with(&emails, merge)??;
+                *progress = after;
+                finished = step.done.take();
+                checked_log.append(&mut step.log);
             }
         }
+        pending.clear();
         if let Some(meter) = &settings.meter {
             meter.advance(progress.next_index, total);
         }
@@ -972,7 +1004,7 @@ fn judge(
     // failure) stops the reader at its next send.
     let walked = std::thread::scope(|scope| {
         let (sender, receiver) =
-            std::sync::mpsc::sync_channel::<Vec<(u64, Verdict, Option<store::Result<u128>>)>>(4);
+            std::sync::mpsc::sync_channel::<Vec<(u64, Verdict, Option<u128>)>>(4);
         let reader = scope.spawn(move || {
             let mut batch = Vec::with_capacity(VERDICT_BATCH);
             // Which side of the pipeline waits for the other, for the debug log.
@@ -982,7 +1014,7 @@ fn judge(
                 if index >= start {
                     // Hashed here, off the applying thread, which is the slower side.
                     let fresh = match &verdict {
-                        Verdict::Valid(patch) => Some(store::data_hash(&patch.clone().merge(None))),
+                        Verdict::Valid(patch) => store::data_hash(&patch.clone().merge(None)).ok(),
                         Verdict::Rejected(_) => None,
                     };
                     batch.push((index, verdict, fresh));
@@ -1016,28 +1048,23 @@ fn judge(
             applier_waited += t.elapsed();
             batch
         };
+        // The users of the step in hand, judged, and how many of them are valid.
+        let mut pending: Vec<Judged> = Vec::new();
+        let mut valid = 0;
         'apply: while let Some(batch) = next() {
             for (index, verdict, fresh) in batch {
-                let judged = Judged { verdict, fresh };
-                let entry =
-                    match apply_verdict(store, judged, &source_file, now, &mut progress.counts) {
-                        Ok((entry, write)) => {
-                            writes.extend(write);
-                            entry
-                        }
-                        Err(e) => {
-                            failure = Some(e);
-                            break 'apply;
-                        }
-                    };
-                log.push(entry);
-                progress.next_index = index + 1;
+                valid += usize::from(matches!(verdict, Verdict::Valid(_)));
+                pending.push(Judged { verdict, fresh });
                 let last = index + 1 == total;
-                if (writes.len() >= step_users || log.len() >= step_users * JUDGED_PER_STEP || last)
-                    && let Err(e) = end_step(&mut writes, &mut log, &mut progress, last)
+                // A step holds at most `step_users` users to write (what PostgreSQL
+                // locks at once), or 64 times as many judged.
+                if valid >= step_users || pending.len() >= step_users * JUDGED_PER_STEP || last
                 {
-                    failure = Some(e);
-                    break 'apply;
+                    valid = 0;
+                    if let Err(e) = end_step(&mut pending, &mut progress, index + 1, last) {
+                        failure = Some(e);
+                        break 'apply;
+                    }
                 }
             }
         }
@@ -1069,7 +1096,8 @@ fn judge(
         }
     }
     if total == 0 || start >= total {
-        end_step(&mut writes, &mut log, &mut progress, true)?;
+        let next_index = progress.next_index;
+        end_step(&mut Vec::new(), &mut progress, next_index, true)?;
     }
     let record = done.unwrap_or_else(|| record(&progress));
     Ok(Some(Checked {
@@ -1090,12 +1118,25 @@ struct Spans {
 /// A user's verdict and, when valid, the hash of the record its fields alone make.
 struct Judged {
     verdict: Verdict,
-    fresh: Option<store::Result<u128>>,
+    fresh: Option<u128>,
 }
 
+impl Judged {
+    /// The email of a valid user: the record its step must read.
+    fn email(&self) -> Option<&Email> {
+        match &self.verdict {
+            Verdict::Valid(patch) => Some(&patch.email),
+            Verdict::Rejected(_) => None,
+        }
+    }
+}
+
+/// The log entry for one judged user and, when it changes the store, the record to
+/// write. Reads `judged` without consuming it: a step's merge may run again (another
+/// daemon changed one of its users first).
 fn apply_verdict(
-    store: &Store,
-    Judged { verdict, fresh }: Judged,
+    lookup: &store::Lookup<'_>,
+    Judged { verdict, fresh }: &Judged,
     source_file: &str,
     now: chrono::DateTime<Utc>,
     counts: &mut Counts,
@@ -1103,7 +1144,7 @@ fn apply_verdict(
     let patch = match verdict {
         Verdict::Rejected(problems) => {
             counts.rejected += 1;
-            return Ok((problems, None));
+            return Ok((problems.clone(), None));
         }
         Verdict::Valid(patch) => patch,
     };
@@ -1113,12 +1154,12 @@ fn apply_verdict(
         counts.rejected += 1;
         Ok((vec![Message::CorruptRecord { key, reason }], None))
     };
-    let stored = match store.user_raw(&patch.email) {
+    let stored = match lookup.get(&patch.email) {
         Ok(Some(raw)) => {
             // A record written from exactly these fields is what merging them into
             // it gives back: unchanged, known from its hash without decoding it.
             if let (Some(hash), Some(fresh)) = (raw.data_hash(), fresh)
-                && fresh? == hash
+                && *fresh == hash
             {
                 counts.unchanged += 1;
                 return Ok((vec![Message::Unchanged { email }], None));
@@ -1133,7 +1174,7 @@ fn apply_verdict(
         Err(StoreError::Corrupt { key, reason }) => return corrupt(counts, key, reason),
         Err(e) => return Err(e.into()),
     };
-    let data = patch.merge(stored.as_ref().map(|s| &s.data));
+    let data = patch.clone().merge(stored.as_ref().map(|s| &s.data));
     let (message, write) = match stored {
         Some(old) if old.data == data => {
             counts.unchanged += 1;
@@ -1201,6 +1242,7 @@ fn reject(
                 types: Types::default(),
             },
             done: Some(record.clone()),
+            hold_below: 0,
         })?;
     }
     Ok(Checked {

@@ -1,55 +1,38 @@
-//! The sled store, behind a narrow API: read users, commit one bounded step of a file,
-//! keep the outbox of responses not yet on disk, and the history of processed files.
-//! No other module touches sled, so another engine could replace it here alone.
+//! The store: where users, the progress of files being applied, the outbox of
+//! responses due and the history of processed files are kept. It is the pipeline's
+//! one seam to its engines: every other module talks to [`Store`] and never learns
+//! which engine is behind it.
 //!
-//! Everything lives in sled's default tree under one-byte prefixes, because a sled
-//! `Batch` is atomic only within one tree, and each step must be atomic together with
-//! the file's progress:
+//! - [`embedded`]: sled in a local folder (`--db`), the default, for a shop with one
+//!   server. One writer; a step is made durable by [`Store::flush`].
+//! - [`pg`]: PostgreSQL (`--store postgres://…`, SPEC §8), one customer base fed by
+//!   daemons on several hosts. Each step is one transaction, durable at its commit.
 //!
-//! | key                         | value                                          |
-//! |-----------------------------|------------------------------------------------|
-//! | `u` email                   | a user: hash of data, JSON `[data, meta]`      |
-//! | `p` path                    | [`Progress`] of a file being applied           |
-//! | `o` path                    | outbox: a [`FileRecord`] whose response is due |
-//! | `f` path                    | history: the [`FileRecord`] of the last run    |
-//! | `l` path                    | the log of a one-step file in the outbox, JSON |
-//!
-//! `path` is the request's canonical path, as bytes.
-//!
-//! The log entries of a file being applied (one line of JSON per user) do not go
-//! through sled: they are appended to a *spool* file, `spool/<xxh3 of path>.log` in the
-//! store folder, and the progress and outbox records say how many of its bytes are
-//! committed. A step appends its lines, then commits its batch with the new length; a
-//! tail past the committed length (a step cut short) is cut off by the next append.
-//! [`Store::flush`] syncs the spool files written before it flushes sled. Keeping them
-//! out of sled makes a big import write a third less through sled's log, and lets an
-//! unchanged re-import leave the store's size alone. A file done in one step (most
-//! files: up to `--step-users` users) keeps its log in sled instead, in the batch of
-//! its outbox entry: a spool file would cost it an fsync of its own, where sled's
-//! flush is shared by a whole group of files.
+//! Both keep the same records ([`Progress`], [`FileRecord`], [`Totals`]) and take the
+//! same [`Step`]s. The one thing the pipeline must do differently for several writers,
+//! merge a step's users with what is stored *while nobody else can change them*, is
+//! what [`Store::commit_with`] is for: the engine hands the step's stored users to the
+//! caller's merge (under row locks on PostgreSQL), then commits what it built.
+//! Both engines keep their private copies of requests (and sled its log spool) in a
+//! local folder, [`spool`].
+
+mod embedded;
+pub mod pg;
+mod spool;
 
 use crate::messages::Message;
-use crate::model::{Email, Identity, Meta, Status, StoredUser, UserData};
+use crate::model::{Email, Identity, Status, StoredUser, UserData};
 use crate::validate::Types;
 use crate::version;
 use chrono::{DateTime, Utc};
+use embedded::SledStore;
+use pg::{PgError, PgOptions, PgStore};
 use serde::{Deserialize, Serialize};
+use spool::Spool;
 use std::fs;
-use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-const USER: u8 = b'u';
-const PROGRESS: u8 = b'p';
-const OUTBOX: u8 = b'o';
-const FILE: u8 = b'f';
-const LOG: u8 = b'l';
-/// The one key of the running totals (see [`Totals`]).
-const TOTALS: &[u8] = b"t";
-/// Present while a restore fills the store (see [`Store::begin_restore`]): a store
-/// holding it is half a snapshot, and is refused until a restore finishes it.
-const RESTORING: &[u8] = b"r";
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,6 +64,26 @@ pub enum StoreError {
     NotEmpty(PathBuf),
     #[error("cannot make the store {path} durable (fsync): {source}")]
     Durable { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Pg(PgError),
+}
+
+impl From<PgError> for StoreError {
+    fn from(e: PgError) -> Self {
+        match e {
+            // One unreadable record is one user's problem (code 3), on either engine.
+            PgError::Corrupt { key, reason } => StoreError::Corrupt { key, reason },
+            e => StoreError::Pg(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// The store could not be reached for a while (a PostgreSQL connection lost):
+    /// the file in hand is cut short, and is taken again once the store is back.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Pg(PgError::Lost { .. } | PgError::Connect { .. }))
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -105,6 +108,8 @@ pub fn sync_folder_of(path: &Path) -> io::Result<()> {
 /// How the store is opened.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
+    /// The PostgreSQL store (`--store`), or `None` for sled in the folder given.
+    pub postgres: Option<Postgres>,
     /// sled's page cache; its own default of 1 GiB is too much for a small server.
     pub cache_bytes: u64,
     /// Open a store that holds an unfinished restore: only `restore` does, to start
@@ -115,10 +120,23 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
+            postgres: None,
             cache_bytes: 64 * 1024 * 1024,
             restoring: false,
         }
     }
+}
+
+/// A PostgreSQL store, and who this process is on it.
+#[derive(Clone, Debug)]
+pub struct Postgres {
+    /// A `postgres://` URL or a `key=value` connection string.
+    pub url: String,
+    /// The name this host's requests are known by (`--instance`).
+    pub instance: String,
+    /// Whether this process applies files (`run`, `import`): it creates the schema
+    /// and holds the instance. Read commands and the administrator's commands do not.
+    pub writer: bool,
 }
 
 /// Users added, updated, left unchanged and rejected.
@@ -249,959 +267,452 @@ pub struct Step<'a> {
     /// On the last step: the file's outcome, which goes to the outbox and the history,
     /// and the progress record is removed.
     pub done: Option<FileRecord>,
+    /// The engine may hold a step that is not the last one back, uncommitted, while
+    /// the users it holds to write stay below this many (and their log below 64
+    /// times as many): steps that write little (an unchanged nightly export) then
+    /// share one commit and one flush. A crash loses only held steps, which the file
+    /// redoes as it resumes. 0 never holds.
+    pub hold_below: usize,
 }
 
 /// Cheap to clone: clones share one open database (the daemon's control thread
 /// reads through one).
-#[derive(Clone)]
-pub struct Store {
-    db: sled::Db,
-    spool: Arc<Spool>,
-    /// None for a scratch store, which is never made durable.
-    durable: Option<Arc<Durable>>,
-    /// Held by every write of users, history or totals, and by a backup for as long
-    /// as it reads them: sled's iterators see each batch whole or not at all, but a
-    /// scan over many keys would see the batches committed while it runs, and a
-    /// backup must be one moment of the store.
-    gate: Arc<Mutex<()>>,
-}
 
-/// The folder of log spool files.
-struct Spool {
-    dir: PathBuf,
-    pending: Mutex<Pending>,
-}
-
-/// Spool files waiting for the next flush.
-#[derive(Default)]
-struct Pending {
-    /// Written since: synced before sled is flushed.
-    unsynced: Vec<PathBuf>,
-    /// A spool file was created since: the spool folder's entries must be synced too,
-    /// or a power cut could keep a record that counts on a file whose name was lost.
-    created: bool,
-    /// No longer counted on by any record, but only once that removal is flushed: a
-    /// crash before it brings the record back, and the record needs its spool.
-    retired: Vec<PathBuf>,
-}
-
-impl Spool {
-    fn path(&self, request: &Path) -> PathBuf {
-        self.named(request, "log")
-    }
-
-    /// The private copy of a request applied in several steps (see [`Store::new_copy`]).
-    fn copy_path(&self, request: &Path) -> PathBuf {
-        self.named(request, "req")
-    }
-
-    fn named(&self, request: &Path, extension: &str) -> PathBuf {
-        let id = xxhash_rust::xxh3::xxh3_128(request.as_os_str().as_bytes());
-        self.dir.join(format!("{id:032x}.{extension}"))
-    }
-
-    /// `path` is written and must be synced by the next flush.
-    fn written(&self, path: PathBuf, created: bool) {
-        let mut pending = self.pending();
-        pending.retired.retain(|p| *p != path);
-        pending.created |= created;
-        if !pending.unsynced.contains(&path) {
-            pending.unsynced.push(path);
-        }
-    }
-
-    /// Appends `log` to the spool of `request` after its first `from` bytes (cutting
-    /// off anything past them); returns the new length.
-    fn append(&self, request: &Path, from: u64, log: &[Vec<Message>]) -> Result<u64> {
-        let path = self.path(request);
-        let io = |e: io::Error| StoreError::Spool {
-            path: path.clone(),
-            source: e,
-        };
-        let created = from == 0 && !path.exists();
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
-        file.set_len(from).map_err(io)?;
-        file.seek(SeekFrom::Start(from)).map_err(io)?;
-        let mut out = io::BufWriter::with_capacity(64 * 1024, &file);
-        for entry in log {
-            serde_json::to_writer(&mut out, entry).map_err(|e| io(io::Error::other(e)))?;
-            out.write_all(b"\n").map_err(io)?;
-        }
-        out.flush().map_err(io)?;
-        drop(out);
-        let len = file.stream_position().map_err(io)?;
-        self.written(path, created);
-        Ok(len)
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn sync(&self) -> Result<()> {
-        let (unsynced, created) = {
-            let mut pending = self.pending();
-            (
-                std::mem::take(&mut pending.unsynced),
-                std::mem::take(&mut pending.created),
-            )
-        };
-        if created {
-            fs::File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| StoreError::Spool {
-                    path: self.dir.clone(),
-                    source: e,
-                })?;
-        }
-        for path in unsynced {
-            match fs::File::open(&path).and_then(|f| f.sync_data()) {
-                Ok(()) => {}
-                // Removed since (its file was answered or started over): nothing to keep.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::Spool { path, source: e }),
-            }
-        }
-        Ok(())
-    }
-
-    /// `request`'s spool and private copy go once the removal of its last record is
-    /// flushed.
-    fn retire(&self, request: &Path) {
-        let mut pending = self.pending();
-        for path in [self.path(request), self.copy_path(request)] {
-            if !pending.retired.contains(&path) {
-                pending.retired.push(path);
-            }
-        }
-    }
-
-    /// After a flush: removes the spool files retired before it.
-    fn remove_retired(&self, retired: Vec<PathBuf>) {
-        for path in retired {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                // Harmless: a leftover is cut to size when reused, removed at the next start.
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a spool file; harmless: the next start removes it")
-                }
-            }
-        }
-    }
-
-    /// The committed log of `request`, in chunks of up to 1 000 users.
-    fn read(
-        &self,
-        request: &Path,
-        len: u64,
-    ) -> impl Iterator<Item = Result<Vec<Vec<Message>>>> + use<> {
-        let path = self.path(request);
-        let mut lines = if len == 0 {
-            None
-        } else {
-            Some(
-                fs::File::open(&path)
-                    .map(|f| io::BufReader::with_capacity(256 * 1024, f.take(len))),
-            )
-        };
-        let mut line = Vec::new();
-        std::iter::from_fn(move || {
-            let reader = match lines.as_mut()? {
-                Ok(reader) => reader,
-                Err(_) => {
-                    let e = lines.take().and_then(|r| r.err())?;
-                    return Some(Err(StoreError::Spool {
-                        path: path.clone(),
-                        source: e,
-                    }));
-                }
-            };
-            let mut chunk = Vec::new();
-            while chunk.len() < 1000 {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) => break,
-                    Ok(_) => match decode(path.as_os_str().as_bytes(), &line) {
-                        Ok(entry) => chunk.push(entry),
-                        Err(e) => {
-                            lines = None;
-                            return Some(Err(e));
-                        }
-                    },
-                    Err(e) => {
-                        lines = None;
-                        return Some(Err(StoreError::Spool {
-                            path: path.clone(),
-                            source: e,
-                        }));
-                    }
-                }
-            }
-            if chunk.is_empty() {
-                lines = None;
-                None
-            } else {
-                Some(Ok(chunk))
-            }
-        })
-    }
-}
-
-fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(rest.len() + 1);
-    k.push(prefix);
-    k.extend_from_slice(rest);
-    k
-}
-
-fn path_key(prefix: u8, path: &Path) -> Vec<u8> {
-    key(prefix, path.as_os_str().as_bytes())
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
         key: "(encoding)".into(),
         reason: e.to_string(),
     })
 }
 
-fn decode<'a, T: Deserialize<'a>>(k: &[u8], bytes: &'a [u8]) -> Result<T> {
+pub(crate) fn decode<'a, T: Deserialize<'a>>(k: &[u8], bytes: &'a [u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: String::from_utf8_lossy(k).into_owned(),
         reason: e.to_string(),
     })
 }
 
-/// The first byte of a user record that starts with the hash of its data fields.
-/// (Records without it, JSON from the first versions, start with `[`.)
-const HASHED: u8 = 1;
-
-/// A user record: [`HASHED`], xxh3-128 of the data's JSON (16 bytes, little end
-/// first), then JSON `[data, meta]`. The hash lets an unchanged re-import tell
-/// "nothing to do" without decoding the record.
-fn encode_user(user: &StoredUser) -> Result<Vec<u8>> {
-    let data = encode(&user.data)?;
-    let meta = encode(&user.meta)?;
-    let mut v = Vec::with_capacity(20 + data.len() + meta.len());
-    v.push(HASHED);
-    v.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes());
-    v.push(b'[');
-    v.extend_from_slice(&data);
-    v.push(b',');
-    v.extend_from_slice(&meta);
-    v.push(b']');
-    Ok(v)
-}
-
-/// The hash a record written from `data` carries.
+/// The hash a user record carries, on either engine: xxh3-128 of the data's JSON. A
+/// caller compares it with the hash of the merged data to know "unchanged" without
+/// decoding the stored record.
 pub fn data_hash(data: &UserData) -> Result<u128> {
     Ok(xxhash_rust::xxh3::xxh3_128(&encode(data)?))
 }
 
-fn decode_user(k: &[u8], bytes: &[u8]) -> Result<StoredUser> {
-    let json = match bytes.split_first() {
-        Some((&HASHED, rest)) if rest.len() > 16 => &rest[16..],
-        _ => bytes,
-    };
-    let (data, meta): (UserData, Meta) = decode(k, json)?;
-    Ok(StoredUser { data, meta })
+/// The store, on one engine or the other. Cheap to clone: clones share one open
+/// database or connection.
+#[derive(Clone)]
+pub enum Store {
+    Sled(SledStore),
+    Pg(PgBacked),
 }
 
-/// A user record as sled holds it, decoded only when needed.
-pub struct RawUser {
-    key: Vec<u8>,
-    bytes: sled::IVec,
+/// A PostgreSQL store and the local folder of this host's private copies.
+#[derive(Clone)]
+pub struct PgBacked {
+    pg: PgStore,
+    spool: Arc<Spool>,
 }
 
-impl RawUser {
-    /// The hash of the data fields, for records that carry one.
+/// The stored users of a step, as the engine hands them to the merge.
+pub enum Lookup<'a> {
+    Sled(&'a SledStore),
+    Pg(&'a pg::Locked),
+}
+
+impl<'a> Lookup<'a> {
+    /// The stored record of `email`, if any.
+    pub fn get(&self, email: &Email) -> Result<Option<Stored<'a>>> {
+        match self {
+            Lookup::Sled(s) => Ok(s.user_raw(email)?.map(Stored::Sled)),
+            Lookup::Pg(locked) => Ok(locked.get(email).map(Stored::Pg)),
+        }
+    }
+}
+
+/// A stored user record, decoded only when needed.
+pub enum Stored<'a> {
+    Sled(embedded::RawUser),
+    Pg(&'a pg::RawStored),
+}
+
+impl Stored<'_> {
+    /// The hash of its data fields ([`data_hash`]), for records that carry one.
     pub fn data_hash(&self) -> Option<u128> {
-        match self.bytes.split_first() {
-            Some((&HASHED, rest)) => rest
-                .get(..16)
-                .and_then(|h| <[u8; 16]>::try_from(h).ok())
-                .map(u128::from_le_bytes),
-            _ => None,
+        match self {
+            Stored::Sled(raw) => raw.data_hash(),
+            Stored::Pg(raw) => raw.data_hash(),
         }
     }
 
     pub fn decode(&self) -> Result<StoredUser> {
-        decode_user(&self.key, &self.bytes)
-    }
-}
-
-/// sled's files, made durable by userdrop itself. sled 0.34's `flush()` writes its log
-/// with `sync_file_range`, which on Linux makes neither a growing file's size nor its
-/// new extents durable, and it never syncs its `conf` file, its blobs (values over
-/// about 128 KiB) or its folder. After each sled flush, [`Durable::sync`] fsyncs the
-/// log file (`db`), and, when their folders' entries changed since the last sync,
-/// `conf`, every new blob, and the folders themselves.
-struct Durable {
-    dir: PathBuf,
-    db: fs::File,
-    folder: fs::File,
-    seen: Mutex<Seen>,
-}
-
-/// The folders' change times at the last sync, and the blobs synced.
-#[derive(Default)]
-struct Seen {
-    folder: Option<[i64; 4]>,
-    blobs: Option<[i64; 4]>,
-    blobs_synced: std::collections::HashSet<std::ffi::OsString>,
-}
-
-/// A folder's modification and change time: they move when an entry is added,
-/// renamed or removed.
-fn entries_stamp(meta: &fs::Metadata) -> [i64; 4] {
-    use std::os::unix::fs::MetadataExt;
-    [
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ctime(),
-        meta.ctime_nsec(),
-    ]
-}
-
-impl Durable {
-    fn open(dir: &Path) -> io::Result<Durable> {
-        // The store's own name in its parent: new when sled just made the folder.
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
-        let parent = parent.unwrap_or(Path::new("."));
-        if let Err(e) = fs::File::open(parent).and_then(|d| d.sync_all()) {
-            tracing::debug!(folder = ?parent, "cannot sync the store's parent folder: {e}");
-        }
-        Ok(Durable {
-            dir: dir.to_path_buf(),
-            db: fs::File::open(dir.join("db"))?,
-            folder: fs::File::open(dir)?,
-            seen: Mutex::new(Seen::default()),
-        })
-    }
-
-    fn sync(&self) -> io::Result<()> {
-        self.db.sync_all()?;
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let blobs_dir = self.dir.join("blobs");
-        if let Ok(meta) = fs::metadata(&blobs_dir) {
-            let stamp = entries_stamp(&meta);
-            if seen.blobs != Some(stamp) {
-                let mut present = std::collections::HashSet::new();
-                for entry in fs::read_dir(&blobs_dir)? {
-                    let name = entry?.file_name();
-                    if !seen.blobs_synced.contains(&name) {
-                        fs::File::open(blobs_dir.join(&name))?.sync_all()?;
-                    }
-                    present.insert(name);
-                }
-                fs::File::open(&blobs_dir)?.sync_all()?;
-                seen.blobs_synced = present;
-                seen.blobs = Some(stamp);
-            }
-        }
-        let stamp = entries_stamp(&self.folder.metadata()?);
-        if seen.folder != Some(stamp) {
-            match fs::File::open(self.dir.join("conf")) {
-                Ok(conf) => conf.sync_all()?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            self.folder.sync_all()?;
-            seen.folder = Some(stamp);
-        }
-        Ok(())
-    }
-}
-
-/// The store's folder 0700 and its files 0600 (SPEC §6), whatever the umask of the
-/// process that made them: a store made by an earlier version under umask 022 is
-/// closed at its next open. Only the owner can do this; anyone else reads as before.
-fn restrict_permissions(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let restrict = |path: &Path, is_dir: bool| {
-        let mode = if is_dir { 0o700 } else { 0o600 };
-        if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
-            tracing::debug!(path = ?path, "cannot restrict the permissions: {e}");
-        }
-    };
-    restrict(dir, true);
-    for sub in [dir.to_path_buf(), dir.join("blobs"), dir.join("spool")] {
-        let Ok(entries) = fs::read_dir(&sub) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if let Ok(kind) = entry.file_type() {
-                if kind.is_dir() {
-                    restrict(&entry.path(), true);
-                } else if kind.is_file() {
-                    restrict(&entry.path(), false);
-                }
-            }
+        match self {
+            Stored::Sled(raw) => raw.decode(),
+            Stored::Pg(raw) => Ok(raw.decode()?),
         }
     }
 }
 
-/// Turns transparent huge pages off for this process, once, before the store's memory
-/// grows. mimalloc asks for them, and with them a 2 MiB page is resident as soon as one
-/// byte of it is touched: measured on a 200 000-user re-import (issue 13), peak RSS
-/// 171-186 MiB with them, 132 MiB without, and the kernel's zeroing of fresh huge pages
-/// (`clear_page_erms`, 13-17 % of the samples) went with them. Best effort: a kernel
-/// without the call keeps them.
-fn no_huge_pages() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: PR_SET_THP_DISABLE takes one integer argument and touches no memory
-        // of ours.
-        let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    });
+/// A PostgreSQL error made the closure's: what [`PgStore::commit_with`] needs.
+enum Through<E> {
+    Build(E),
+    Pg(PgError),
 }
 
-fn open_sled(dir: &Path, options: &StoreOptions) -> Result<sled::Db> {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(options.cache_bytes)
-        .open()
-        .map_err(|e| match &e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked(dir.to_path_buf())
-            }
-            _ => StoreError::Open {
-                path: dir.to_path_buf(),
-                source: e,
-            },
-        })
-}
-
-/// Removes sled's unfinished snapshot files (see [`Store::open`]); returns how many.
-fn remove_unfinished_snapshots(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.as_bytes();
-        if name.starts_with(b"snap.") && name.ends_with(b".generating") {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    tracing::warn!(file = %entry.path().display(), "removed an unfinished sled snapshot left by an interrupted run");
-                    removed += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished sled snapshot; remove it while the daemon is stopped")
-                }
-            }
-        }
+impl<E> From<PgError> for Through<E> {
+    fn from(e: PgError) -> Self {
+        Through::Pg(e)
     }
-    removed
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`. Fails at once with
-    /// [`StoreError::Locked`] when another process holds it.
+    /// Opens the store: sled in `dir` (created if needed; fails at once with
+    /// [`StoreError::Locked`] when another process holds it), or the PostgreSQL
+    /// store of `options`, with `dir` as this host's folder of private copies.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store> {
-        no_huge_pages();
-        // Before sled, which writes as it opens: a store refused is left as it was.
-        let recorded = version::check(dir)?;
-        let db = match open_sled(dir, options) {
-            // sled 0.34 writes a snapshot as `snap.N.generating`, then renames it to
-            // `snap.N`; but on open it reads the highest `snap.*` name, which sorts the
-            // unfinished `.generating` file first. A process killed mid-snapshot (SIGKILL,
-            // OOM, power) so leaves a store sled refuses to open ("empty/corrupt snapshot
-            // file found"). The unfinished file was never committed (the previous
-            // snapshot and the log are intact, since old snapshots are removed only after
-            // the rename), so removing it is safe; we only get here holding the lock.
-            Err(StoreError::Open {
-                source: sled::Error::Corruption { .. },
-                ..
-            }) if remove_unfinished_snapshots(dir) > 0 => open_sled(dir, options),
-            other => other,
-        }?;
-        if !options.restoring && db.contains_key(RESTORING)? {
-            return Err(StoreError::RestoreUnfinished(dir.to_path_buf()));
-        }
-        restrict_permissions(dir);
-        let dir_spool = dir.join("spool");
-        fs::create_dir_all(&dir_spool).map_err(|e| StoreError::Spool {
-            path: dir_spool.clone(),
-            source: e,
-        })?;
-        let durable = Durable::open(dir).map_err(|e| StoreError::Durable {
-            path: dir.to_path_buf(),
-            source: e,
-        })?;
-        let store = Store {
-            db,
-            spool: Arc::new(Spool {
-                dir: dir_spool,
-                pending: Mutex::new(Pending {
-                    created: true,
-                    ..Pending::default()
-                }),
-            }),
-            durable: Some(Arc::new(durable)),
-            gate: Arc::default(),
+        let Some(postgres) = &options.postgres else {
+            return SledStore::open(dir, options).map(Store::Sled);
         };
-        store.remove_orphan_spools()?;
-        store.start_totals()?;
-        // What sled wrote at open (its `conf` is never synced by sled itself) and the
-        // folders just created are made durable before anything counts on them.
-        store.flush()?;
-        if recorded == version::Recorded::Nothing {
-            version::record(dir).map_err(|e| StoreError::Durable {
-                path: dir.to_path_buf(),
+        let mut pg_options = if postgres.writer {
+            PgOptions::writer(&postgres.instance)
+        } else {
+            PgOptions::reader(&postgres.instance)
+        };
+        pg_options.restoring = options.restoring;
+        let pg = PgStore::open(&postgres.url, pg_options)?;
+        let spool = if postgres.writer {
+            let spool_dir = dir.join("spool");
+            fs::create_dir_all(&spool_dir).map_err(|e| StoreError::Spool {
+                path: spool_dir.clone(),
                 source: e,
             })?;
-        }
-        Ok(store)
+            restrict(dir);
+            restrict(&spool_dir);
+            let spool = Spool::made(spool_dir);
+            let mut live = pg.interrupted()?;
+            live.extend(pg.outbox()?.into_iter().map(|r| r.path));
+            spool.remove_orphans(live);
+            spool
+        } else {
+            // Readers make no copies; a backup's scratch file goes to the temp folder.
+            Spool::new(std::env::temp_dir())
+        };
+        Ok(Store::Pg(PgBacked {
+            pg,
+            spool: Arc::new(spool),
+        }))
     }
 
     /// An empty store in memory, gone when dropped: what `check` judges against when
     /// there is no store yet, so that it never creates one (SPEC §6).
     pub fn scratch() -> Result<Store> {
-        let db = sled::Config::new().temporary(true).open()?;
-        Ok(Store {
-            db,
-            spool: Arc::new(Spool {
-                dir: std::env::temp_dir(),
-                pending: Mutex::new(Pending::default()),
-            }),
-            durable: None,
-            gate: Arc::default(),
-        })
+        SledStore::scratch().map(Store::Sled)
     }
 
-    /// The request paths that records under `prefix` (progress, outbox) are kept for:
-    /// their keys are the prefix and the path's bytes.
-    fn request_paths(&self, prefix: u8) -> impl Iterator<Item = Result<PathBuf>> + '_ {
-        self.db.scan_prefix([prefix]).keys().map(|k| {
-            let k = k?;
-            Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&k[1..])))
-        })
+    /// The store as messages name it: its folder, or its PostgreSQL address.
+    pub fn name(&self, dir: &Path) -> String {
+        match self {
+            Store::Sled(_) => dir.display().to_string(),
+            Store::Pg(p) => p.pg.name().to_owned(),
+        }
     }
 
-    /// Removes spool files that no progress or outbox record counts on: left by a
-    /// crash between clearing a record and removing its spool.
-    fn remove_orphan_spools(&self) -> Result<()> {
-        let mut live = std::collections::HashSet::new();
-        for prefix in [PROGRESS, OUTBOX] {
-            for path in self.request_paths(prefix) {
-                let path = path?;
-                live.insert(self.spool.path(&path));
-                live.insert(self.spool.copy_path(&path));
-            }
-        }
-        let Ok(entries) = fs::read_dir(&self.spool.dir) else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            if !live.contains(&entry.path()) {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        Ok(())
+    /// Whether this store is shared with other hosts' daemons (PostgreSQL): read
+    /// commands reach it directly, never through a local daemon's socket.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Pg(_))
     }
 
     pub fn user(&self, email: &Email) -> Result<Option<StoredUser>> {
-        self.user_raw(email)?.map(|raw| raw.decode()).transpose()
+        match self {
+            Store::Sled(s) => s.user(email),
+            Store::Pg(p) => Ok(p.pg.user(email)?),
+        }
     }
 
-    pub fn user_raw(&self, email: &Email) -> Result<Option<RawUser>> {
-        let key = key(USER, email.as_str().as_bytes());
-        Ok(self.db.get(&key)?.map(|bytes| RawUser { key, bytes }))
-    }
-
-    /// Every user, sorted by email.
-    pub fn users(&self) -> impl Iterator<Item = Result<StoredUser>> + '_ {
-        self.db.scan_prefix([USER]).map(|item| {
-            let (k, v) = item?;
-            decode_user(&k, &v)
-        })
+    /// Every user, sorted by email (bytewise).
+    pub fn users(&self) -> Box<dyn Iterator<Item = Result<StoredUser>> + '_> {
+        match self {
+            Store::Sled(s) => Box::new(s.users()),
+            Store::Pg(p) => Box::new(p.pg.users().map(|r| r.map_err(StoreError::from))),
+        }
     }
 
     pub fn user_count(&self) -> Result<u64> {
-        let mut n = 0;
-        for item in self.db.scan_prefix([USER]).keys() {
-            item?;
-            n += 1;
+        match self {
+            Store::Sled(s) => s.user_count(),
+            Store::Pg(p) => Ok(p.pg.user_count()?),
         }
-        Ok(n)
     }
 
     pub fn progress(&self, path: &Path) -> Result<Option<Progress>> {
-        let k = path_key(PROGRESS, path);
-        self.db.get(&k)?.map(|v| decode(&k, &v)).transpose()
+        match self {
+            Store::Sled(s) => s.progress(path),
+            Store::Pg(p) => Ok(p.pg.progress(path)?),
+        }
     }
 
     /// Forgets a file's partial progress (its content changed): it starts over.
     pub fn discard_progress(&self, path: &Path) -> Result<()> {
-        self.db.remove(path_key(PROGRESS, path))?;
-        self.spool.retire(path);
-        Ok(())
+        match self {
+            Store::Sled(s) => s.discard_progress(path),
+            Store::Pg(p) => {
+                p.pg.discard_progress(path)?;
+                p.spool.retire(path);
+                Ok(())
+            }
+        }
     }
 
-    /// Forgets the progress (and the spooled log) of files that were cut short and
-    /// have since been removed: nobody will resume them, and a big file's spool is
-    /// as large as its response. Durable on return. A file that comes back later
-    /// starts over, which applies nothing twice: the users of its committed steps are
-    /// found already stored and merged again.
+    /// Forgets the progress of files that were cut short and have since been
+    /// removed. Durable on return.
     pub fn forget_vanished(&self) -> Result<Vec<PathBuf>> {
-        let mut gone = Vec::new();
-        for path in self.request_paths(PROGRESS) {
-            let path = path?;
-            if matches!(fs::symlink_metadata(&path), Err(e) if e.kind() == io::ErrorKind::NotFound)
-            {
-                gone.push(path);
+        match self {
+            Store::Sled(s) => s.forget_vanished(),
+            Store::Pg(p) => {
+                let gone = p.pg.forget_vanished()?;
+                for path in &gone {
+                    p.spool.retire(path);
+                }
+                self.flush()?;
+                Ok(gone)
             }
         }
-        for path in &gone {
-            self.discard_progress(path)?;
-        }
-        if !gone.is_empty() {
-            self.flush()?;
-        }
-        Ok(gone)
     }
 
-    /// Commits one step atomically: its users, the file's progress (with its log
-    /// entries appended to the spool first), and on the last step the outbox entry and
-    /// the history record. Not durable until [`Store::flush`]. Returns the committed
-    /// length of the file's spool log.
+    /// Commits one step as it is, without reading stored users: a step that writes
+    /// none (a file rejected whole).
     pub fn commit(&self, step: Step<'_>) -> Result<u64> {
-        let _gate = self.gate();
-        let mut log_len = step.progress.log_len;
-        let mut batch = sled::Batch::default();
-        let one_step = step.done.is_some() && log_len == 0;
-        if one_step {
-            if !step.log.is_empty() {
-                batch.insert(path_key(LOG, step.path), encode(&step.log)?);
-            }
-        } else if !step.log.is_empty() {
-            log_len = self.spool.append(step.path, log_len, &step.log)?;
-        }
-        for user in &step.writes {
-            batch.insert(
-                key(USER, user.data.email.as_str().as_bytes()),
-                encode_user(user)?,
-            );
-        }
-        match &step.done {
-            None => {
-                let progress = Progress {
-                    log_len,
-                    ..step.progress
-                };
-                batch.insert(path_key(PROGRESS, step.path), encode(&progress)?)
-            }
-            Some(record) => {
-                let value = encode(&FileRecord {
-                    log_len,
-                    ..record.clone()
-                })?;
-                // One writer applies files to a store, so reading the totals here and
-                // writing them in the batch cannot lose another's count.
-                let mut totals = self.totals()?;
-                totals.add(record);
-                batch.insert(TOTALS, encode(&totals)?);
-                batch.remove(path_key(PROGRESS, step.path));
-                batch.insert(path_key(OUTBOX, step.path), value.clone());
-                batch.insert(path_key(FILE, step.path), value);
+        match self {
+            Store::Sled(s) => s.commit(step),
+            Store::Pg(p) => {
+                p.spool.sync()?;
+                Ok(p.pg.commit(step)?)
             }
         }
-        self.db.apply_batch(batch)?;
-        Ok(log_len)
+    }
+
+    /// Commits one step of a file: hands the stored records of `emails` to `build`,
+    /// which merges and returns the step (writing only users among `emails`), and
+    /// commits it atomically with the file's progress. On PostgreSQL the records are
+    /// locked until the commit, and `build` may run again when another daemon got in
+    /// first, so it must build from its inputs each time. Durable on return on
+    /// PostgreSQL; on sled at the next [`Store::flush`]. Returns the file's committed
+    /// log length.
+    pub fn commit_with<'p, E: From<StoreError>>(
+        &self,
+        emails: &[Email],
+        mut build: impl FnMut(&Lookup<'_>) -> std::result::Result<Step<'p>, E>,
+    ) -> std::result::Result<u64, E> {
+        match self {
+            Store::Sled(s) => {
+                let step = build(&Lookup::Sled(s))?;
+                Ok(s.commit(step)?)
+            }
+            Store::Pg(p) => {
+                // The copy a step counts on is on disk before the step is.
+                p.spool.sync()?;
+                p.pg
+                    .commit_with(emails, |locked| {
+                        build(&Lookup::Pg(locked)).map_err(Through::Build)
+                    })
+                    .map_err(|e| match e {
+                        Through::Build(e) => e,
+                        Through::Pg(e) => E::from(StoreError::from(e)),
+                    })
+            }
+        }
+    }
+
+    /// Hands the stored records of `emails` to `read`, locking nothing and writing
+    /// nothing: what `check` judges a step against.
+    pub fn peek_with<T>(
+        &self,
+        emails: &[Email],
+        read: impl FnOnce(&Lookup<'_>) -> T,
+    ) -> Result<T> {
+        match self {
+            Store::Sled(s) => Ok(read(&Lookup::Sled(s))),
+            Store::Pg(p) => Ok(read(&Lookup::Pg(&p.pg.peek(emails)?))),
+        }
     }
 
     /// Makes everything committed so far durable: on stable storage, as after a power
-    /// cut (SPEC §2). sled's own `flush()` ends in `sync_file_range`, which leaves a
-    /// growing file's size and extents, and sled's other files, unsynced; [`Durable`]
-    /// fsyncs them.
+    /// cut (SPEC §2).
     pub fn flush(&self) -> Result<()> {
-        // The spool first: a flushed record must never count bytes a power cut lost.
-        self.spool.sync()?;
-        let retired = std::mem::take(&mut self.spool.pending().retired);
-        self.db.flush()?;
-        if let Some(durable) = &self.durable {
-            durable.sync().map_err(|e| StoreError::Durable {
-                path: durable.dir.clone(),
-                source: e,
-            })?;
+        match self {
+            Store::Sled(s) => s.flush(),
+            Store::Pg(p) => {
+                // Each commit was durable when it returned; what is left is the local
+                // folder's: copies written, and files no record counts on any more.
+                p.spool.sync()?;
+                p.spool.remove_retired(p.spool.take_retired());
+                Ok(())
+            }
         }
-        self.spool.remove_retired(retired);
-        Ok(())
+    }
+
+    fn spool(&self) -> &Spool {
+        match self {
+            Store::Sled(s) => s.spool(),
+            Store::Pg(p) => &p.spool,
+        }
     }
 
     /// A new private copy of `request`, empty, for a file applied in several steps:
     /// its steps are applied from it, and a file cut short is finished from it, so
     /// that what the uploader does to the request meanwhile cannot change what is
-    /// applied (SPEC §2). Synced by the next [`Store::flush`], before any step that
-    /// counts on it is durable.
+    /// applied (SPEC §2). Synced before any step that counts on it is durable.
     pub fn new_copy(&self, request: &Path) -> Result<fs::File> {
-        let path = self.spool.copy_path(request);
-        let created = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path);
-        let file = created.map_err(|e| StoreError::Spool {
-            path: path.clone(),
-            source: e,
-        })?;
-        self.spool.written(path, true);
-        Ok(file)
+        self.spool().new_copy(request)
     }
 
     /// The private copy of `request` is no longer needed (the file was rejected, or is
     /// taken again from its start): it goes after the next flush.
     pub fn discard_copy(&self, request: &Path) {
-        if self.spool.copy_path(request).exists() {
-            self.spool.retire(request);
-        }
-    }
-
-    /// The requests cut short mid-way: their progress is stored.
-    pub fn interrupted(&self) -> Result<Vec<PathBuf>> {
-        self.request_paths(PROGRESS).collect()
+        self.spool().discard_copy(request)
     }
 
     /// The private copy of `request`, if one was made.
     pub fn open_copy(&self, request: &Path) -> Result<Option<fs::File>> {
-        let path = self.spool.copy_path(request);
-        match fs::File::open(&path) {
-            Ok(file) => Ok(Some(file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Spool { path, source: e }),
+        self.spool().open_copy(request)
+    }
+
+    /// A file in the store's private folder that no other process can open, gone when
+    /// closed: room for an answer too big for memory (a backup served to a client).
+    pub fn scratch_file(&self) -> io::Result<fs::File> {
+        self.spool().scratch_file()
+    }
+
+    /// The requests (of this instance) cut short mid-way: their progress is stored.
+    pub fn interrupted(&self) -> Result<Vec<PathBuf>> {
+        match self {
+            Store::Sled(s) => s.interrupted(),
+            Store::Pg(p) => Ok(p.pg.interrupted()?),
         }
     }
 
     /// Files whose response is due: committed, but not yet known to be on disk.
     pub fn outbox(&self) -> Result<Vec<FileRecord>> {
-        self.db
-            .scan_prefix([OUTBOX])
-            .map(|item| {
-                let (k, v) = item?;
-                decode(&k, &v)
-            })
-            .collect()
+        match self {
+            Store::Sled(s) => s.outbox(),
+            Store::Pg(p) => Ok(p.pg.outbox()?),
+        }
     }
 
     pub fn outbox_entry(&self, path: &Path) -> Result<Option<FileRecord>> {
-        let k = path_key(OUTBOX, path);
-        self.db.get(&k)?.map(|v| decode(&k, &v)).transpose()
+        match self {
+            Store::Sled(s) => s.outbox_entry(path),
+            Store::Pg(p) => Ok(p.pg.outbox_entry(path)?),
+        }
     }
 
     /// The log entries of a file in the outbox, in chunks, in request order.
     pub fn log_chunks(
         &self,
         record: &FileRecord,
-    ) -> Box<dyn Iterator<Item = Result<Vec<Vec<Message>>>>> {
-        if record.log_len > 0 {
-            return Box::new(self.spool.read(&record.path, record.log_len));
+    ) -> Box<dyn Iterator<Item = Result<Vec<Vec<Message>>>> + '_> {
+        match self {
+            Store::Sled(s) => s.log_chunks(record),
+            Store::Pg(p) => Box::new(
+                p.pg.log_chunks(record)
+                    .map(|r| r.map_err(StoreError::from)),
+            ),
         }
-        let k = path_key(LOG, &record.path);
-        let inline = self
-            .db
-            .get(&k)
-            .map_err(StoreError::from)
-            .and_then(|v| v.map(|v| decode(&k, &v)).transpose());
-        Box::new(inline.transpose().into_iter())
     }
 
     /// The responses of `paths` are durably on disk: drop their outbox entries and
-    /// logs, in one batch.
+    /// logs.
     pub fn clear_outboxes<'p>(&self, paths: impl IntoIterator<Item = &'p Path>) -> Result<()> {
-        let paths: Vec<&Path> = paths.into_iter().collect();
-        let mut batch = sled::Batch::default();
-        for path in &paths {
-            batch.remove(path_key(OUTBOX, path));
-            batch.remove(path_key(LOG, path));
+        match self {
+            Store::Sled(s) => s.clear_outboxes(paths),
+            Store::Pg(p) => {
+                let paths: Vec<&Path> = paths.into_iter().collect();
+                p.pg.clear_outboxes(paths.iter().copied())?;
+                for path in paths {
+                    p.spool.retire(path);
+                }
+                Ok(())
+            }
         }
-        self.db.apply_batch(batch)?;
-        for path in paths {
-            self.spool.retire(path);
-        }
-        Ok(())
     }
 
     /// The running totals of every file processed on this store.
     pub fn totals(&self) -> Result<Totals> {
-        match self.db.get(TOTALS)? {
-            Some(v) => decode(TOTALS, &v),
-            None => Ok(Totals::default()),
-        }
-    }
-
-    /// A store of an earlier version has a history but no totals: they start as the
-    /// sum of the history (the last run of each request path), once.
-    fn start_totals(&self) -> Result<()> {
-        if self.db.get(TOTALS)?.is_some() {
-            return Ok(());
-        }
-        let mut totals = Totals::default();
-        for record in self.files() {
-            totals.add(&record?);
-        }
-        if totals != Totals::default() {
-            self.db.insert(TOTALS, encode(&totals)?)?;
-        }
-        Ok(())
-    }
-
-    fn gate(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The gate guards no data of its own: a panic while it was held leaves
-        // nothing half-done that the next holder could see.
-        self.gate
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A file in the store's private folder that no other process can open, gone when
-    /// closed: room for an answer too big for memory (a backup served to a client).
-    pub fn scratch_file(&self) -> io::Result<fs::File> {
-        use rustix::fs::{Mode, OFlags};
-        let mode = Mode::from_raw_mode(0o600);
-        match rustix::fs::open(
-            &self.spool.dir,
-            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-            mode,
-        ) {
-            Ok(fd) => Ok(fs::File::from(fd)),
-            // A file system without O_TMPFILE: a named file, removed at once.
-            Err(_) => {
-                let path = self.spool.dir.join(format!(
-                    ".scratch-{}-{}.tmp",
-                    std::process::id(),
-                    Utc::now().timestamp_nanos_opt().unwrap_or_default()
-                ));
-                let file = fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)?;
-                fs::remove_file(&path)?;
-                Ok(file)
-            }
+        match self {
+            Store::Sled(s) => s.totals(),
+            Store::Pg(p) => Ok(p.pg.totals()?),
         }
     }
 
     /// Erases these users (the right to erasure); returns those that were stored.
-    /// Durable on return. A file being applied at the same moment may store one of
-    /// them again: its step read the user before the erasure and writes after it.
+    /// Durable on return.
     pub fn delete(&self, emails: &[Email]) -> Result<Vec<Email>> {
-        let erased = {
-            let _gate = self.gate();
-            let mut batch = sled::Batch::default();
-            let mut erased = Vec::new();
-            for email in emails {
-                let k = key(USER, email.as_str().as_bytes());
-                if self.db.contains_key(&k)? && !erased.contains(email) {
-                    batch.remove(k);
-                    erased.push(email.clone());
-                }
-            }
-            self.db.apply_batch(batch)?;
-            erased
-        };
-        if !erased.is_empty() {
-            self.flush()?;
+        match self {
+            Store::Sled(s) => s.delete(emails),
+            Store::Pg(p) => Ok(p.pg.delete(emails)?),
         }
-        Ok(erased)
     }
 
-    /// Hands every user (by email), every file's history (by path) and the totals to
-    /// `each`, all of one moment: no step is committed while it runs.
+    /// Hands every user (by email), every file's history and the totals to `each`,
+    /// all of one moment.
     pub fn snapshot<E: From<StoreError>>(
         &self,
         mut each: impl FnMut(Item<'_>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        let _gate = self.gate();
-        for user in self.users() {
-            each(Item::User(&user?))?;
+        match self {
+            Store::Sled(s) => s.snapshot(each),
+            Store::Pg(p) => p
+                .pg
+                .snapshot(|item| each(item).map_err(Through::Build))
+                .map_err(|e| match e {
+                    Through::Build(e) => e,
+                    Through::Pg(e) => E::from(StoreError::from(e)),
+                }),
         }
-        for file in self.files() {
-            each(Item::File(&file?))?;
-        }
-        each(Item::Totals(&self.totals()?))
     }
 
     /// Marks the store as being restored into: it must hold nothing, or a restore
     /// that did not finish, which is cleared to start over. Durable on return.
     pub fn begin_restore(&self, dir: &Path) -> Result<()> {
-        if self.db.contains_key(RESTORING)? {
-            self.db.clear()?;
-        } else if self.db.iter().next().is_some() {
-            return Err(StoreError::NotEmpty(dir.to_path_buf()));
+        match self {
+            Store::Sled(s) => s.begin_restore(dir),
+            Store::Pg(p) => Ok(p.pg.begin_restore()?),
         }
-        self.db.insert(RESTORING, &[])?;
-        self.flush()
     }
 
-    /// Writes restored users and history records, as they are, in one batch.
+    /// Writes restored users and history records, as they are.
     pub fn restore_batch(&self, users: &[StoredUser], files: &[FileRecord]) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for user in users {
-            batch.insert(
-                key(USER, user.data.email.as_str().as_bytes()),
-                encode_user(user)?,
-            );
+        match self {
+            Store::Sled(s) => s.restore_batch(users, files),
+            Store::Pg(p) => Ok(p.pg.restore_batch(users, files)?),
         }
-        for file in files {
-            batch.insert(path_key(FILE, &file.path), encode(file)?);
-        }
-        self.db.apply_batch(batch)?;
-        Ok(())
     }
 
-    /// Ends a restore: the totals, then the mark removed, durably, in that order, so
-    /// that a store is never taken for whole before all of it is on disk.
+    /// Ends a restore, durably.
     pub fn finish_restore(&self, totals: &Totals) -> Result<()> {
-        if totals != &Totals::default() {
-            self.db.insert(TOTALS, encode(totals)?)?;
+        match self {
+            Store::Sled(s) => s.finish_restore(totals),
+            Store::Pg(p) => Ok(p.pg.finish_restore(totals)?),
         }
-        self.flush()?;
-        self.db.remove(RESTORING)?;
-        self.flush()
     }
 
     /// The last outcome of every file processed, by path.
-    pub fn files(&self) -> impl Iterator<Item = Result<FileRecord>> + '_ {
-        self.db.scan_prefix([FILE]).map(|item| {
-            let (k, v) = item?;
-            decode(&k, &v)
-        })
+    pub fn files(&self) -> Box<dyn Iterator<Item = Result<FileRecord>> + '_> {
+        match self {
+            Store::Sled(s) => Box::new(s.files()),
+            Store::Pg(p) => match p.pg.files() {
+                Ok(files) => Box::new(files.into_iter().map(Ok)),
+                Err(e) => Box::new(std::iter::once(Err(e.into()))),
+            },
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_records_carry_the_hash_of_their_data_and_old_records_still_read() {
-        let record = br#"[{"title":"T","email":"a@b.co"},{"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","source_file":"a.json"}]"#;
-        let old = RawUser {
-            key: b"ua@b.co".to_vec(),
-            bytes: sled::IVec::from(&record[..]),
-        };
-        assert_eq!(old.data_hash(), None, "a record from before the hash");
-        let user = old.decode().unwrap();
-        assert_eq!(user.data.title, "T");
-
-        let new = RawUser {
-            key: b"ua@b.co".to_vec(),
-            bytes: sled::IVec::from(encode_user(&user).unwrap()),
-        };
-        assert_eq!(new.data_hash(), Some(data_hash(&user.data).unwrap()));
-        assert_eq!(new.decode().unwrap(), user);
-        let mut other = user.data.clone();
-        other.title = "U".into();
-        assert_ne!(new.data_hash(), Some(data_hash(&other).unwrap()));
+/// A folder made by userdrop is the owner's alone (SPEC §6), whatever the umask.
+fn restrict(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
+        tracing::debug!(path = ?dir, "cannot restrict the permissions: {e}");
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use userdrop::messages::Message;
 use userdrop::model::{Email, Meta, Status, StoredUser, UserData};
-use userdrop::pg::{PgError, PgOptions, PgStore};
+use userdrop::store::pg::{PgError, PgOptions, PgStore};
 use userdrop::store::{Counts, FileRecord, Item, Progress, Step, Totals};
 
 /// A cluster and a fresh database on it; `None` (skip) without PostgreSQL.
@@ -102,6 +102,7 @@ fn mid_step<'a>(path: &'a Path, users: Vec<StoredUser>, next: u64, log_len: u64)
         progress: progress(next, log_len, counts(next)),
         writes: users,
         done: None,
+        hold_below: 0,
     }
 }
 
@@ -113,6 +114,7 @@ fn last_step<'a>(path: &'a Path, users: Vec<StoredUser>, total: u64, log_len: u6
         progress: progress(total, log_len, counts(total)),
         writes: users,
         done: Some(record(path, total, counts(total), Status::Ok)),
+        hold_below: 0,
     }
 }
 
@@ -153,7 +155,7 @@ fn a_writer_creates_the_versioned_schema_and_a_reader_creates_nothing() {
         .query_one("SELECT version FROM userdrop.format", &[])
         .unwrap()
         .get(0);
-    assert_eq!(version, userdrop::pg::SCHEMA_VERSION);
+    assert_eq!(version, userdrop::store::pg::SCHEMA_VERSION);
     // A second writer of another instance finds it made and checks it.
     let reader = PgStore::open(&url, PgOptions::reader("east")).expect("reader opens");
     assert_eq!(reader.user_count().unwrap(), 0);
@@ -211,7 +213,7 @@ fn steps_commit_users_progress_outbox_history_and_logs() {
             let a = locked.get(&email("a@x.co")).expect("a is stored");
             assert_eq!(
                 a.data_hash(),
-                Some(userdrop::pg::data_hash(&first[1].data).unwrap())
+                Some(userdrop::store::pg::data_hash(&first[1].data).unwrap())
             );
             assert_eq!(a.decode().unwrap(), first[1]);
             let mut writes = second.clone();
@@ -350,6 +352,7 @@ fn totals_only_rise_and_count_every_file_of_every_instance() {
                     progress: progress(1, 0, counts(1)),
                     writes: users.clone(),
                     done: Some(done.clone()),
+                    hold_below: 0,
                 })
             })
             .unwrap();
@@ -367,7 +370,7 @@ fn totals_only_rise_and_count_every_file_of_every_instance() {
 }
 
 /// A user's stored data with `change` applied: the merge a step makes.
-fn merged(locked: &userdrop::pg::Locked, e: &Email, change: impl Fn(&mut UserData)) -> StoredUser {
+fn merged(locked: &userdrop::store::pg::Locked, e: &Email, change: impl Fn(&mut UserData)) -> StoredUser {
     let mut d = match locked.get(e) {
         Some(raw) => raw.decode().expect("decodes").data,
         None => data(e.as_str(), "T"),

@@ -61,7 +61,7 @@
 
 use crate::messages::Message;
 use crate::model::{Email, Meta, StoredUser, UserData};
-use crate::store::{FileRecord, Item, Progress, Step, Totals};
+use super::{FileRecord, Item, Progress, Step, Totals};
 use postgres::error::SqlState;
 use postgres::{Client, Config, IsolationLevel, NoTls, Statement};
 use std::collections::{HashMap, HashSet};
@@ -332,6 +332,19 @@ impl RawStored {
     }
 }
 
+/// A row of `SELECT email, data::text, meta::text, data_hash`.
+fn raw_stored(row: &postgres::Row) -> std::result::Result<RawStored, postgres::Error> {
+    let hash: Vec<u8> = row.try_get(3)?;
+    Ok(RawStored {
+        email: row.try_get(0)?,
+        data: row.try_get(1)?,
+        meta: row.try_get(2)?,
+        hash: <[u8; 16]>::try_from(hash.as_slice())
+            .ok()
+            .map(u128::from_le_bytes),
+    })
+}
+
 /// The stored users of a step, locked until its transaction ends.
 pub struct Locked {
     users: HashMap<String, RawStored>,
@@ -348,11 +361,10 @@ impl Locked {
 /// that a change of sled's record encoding cannot make stored hashes lie; a caller
 /// compares it with `data_hash` of the merged data to know "unchanged" undecoded.
 pub fn data_hash(data: &UserData) -> Result<u128> {
-    let json = serde_json::to_vec(data).map_err(|e| PgError::Corrupt {
+    super::data_hash(data).map_err(|e| PgError::Corrupt {
         key: "(encoding)".into(),
         reason: e.to_string(),
-    })?;
-    Ok(xxhash_rust::xxh3::xxh3_128(&json))
+    })
 }
 
 /// Cheap to clone: clones share one connection, as clones of the sled store share
@@ -725,6 +737,25 @@ impl PgStore {
         })
     }
 
+    /// The stored records of `emails`, read in one statement and locked by nothing:
+    /// what `check` judges a file against.
+    pub fn peek(&self, emails: &[Email]) -> Result<Locked> {
+        let keys: Vec<&str> = emails.iter().map(Email::as_str).collect();
+        let rows = self.with(|c| {
+            Ok(c.client.query(
+                "SELECT email, data::text, meta::text, data_hash FROM userdrop.users \
+                 WHERE email = ANY($1::text[])",
+                &[&keys],
+            )?)
+        })?;
+        let mut users = HashMap::new();
+        for row in rows {
+            let raw = raw_stored(&row).map_err(|e| self.db(e))?;
+            users.insert(raw.email.clone(), raw);
+        }
+        Ok(Locked { users })
+    }
+
     /// Every user, sorted by email (byte order, as sled's keys), a page at a time:
     /// not one moment of the store (see [`PgStore::snapshot`] for that).
     pub fn users(&self) -> impl Iterator<Item = Result<StoredUser>> + '_ {
@@ -888,6 +919,7 @@ impl PgStore {
                 log: step.log.clone(),
                 progress: step.progress.clone(),
                 done: step.done.clone(),
+                hold_below: 0,
             })
         })
     }
@@ -964,19 +996,8 @@ impl PgStore {
             let keys: Vec<&str> = emails.iter().map(Email::as_str).collect();
             count(1);
             for row in tx.query(&st.lock_users, &[&keys])? {
-                let email: String = row.try_get(0)?;
-                let hash: Vec<u8> = row.try_get(3)?;
-                locked.users.insert(
-                    email.clone(),
-                    RawStored {
-                        email,
-                        data: row.try_get(1)?,
-                        meta: row.try_get(2)?,
-                        hash: <[u8; 16]>::try_from(hash.as_slice())
-                            .ok()
-                            .map(u128::from_le_bytes),
-                    },
-                );
+                let raw = raw_stored(&row)?;
+                locked.users.insert(raw.email.clone(), raw);
             }
         }
         let step = build(&locked).map_err(Fail::Build)?;
