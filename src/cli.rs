@@ -131,7 +131,12 @@ pub enum Command {
 /// What to say when `db` holds no store (sled's log file `db`, which every store has):
 /// the read commands never create one (SPEC §6), so a wrong folder is an operational
 /// failure naming the path, not an empty store that answers "no user".
-fn no_store(db: &Path) -> Option<String> {
+fn no_store(common: &Common) -> Option<String> {
+    // A PostgreSQL store says so itself when it has no schema yet.
+    if common.is_shared_store() {
+        return None;
+    }
+    let db = common.db.as_path();
     match std::fs::metadata(db.join("db")) {
         Ok(meta) if meta.is_file() => None,
         // A store that is there but not this user's: not "no store".
@@ -290,7 +295,7 @@ pub fn import(args: &ImportArgs, signals: daemon::Signals) -> ExitCode {
     if let Some(bar) = &bar {
         settings.meter = Some(Arc::new(bar.clone()));
     }
-    let store = match args.processing.common.open_store() {
+    let store = match args.processing.common.open_store_to_apply() {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -426,12 +431,15 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     let settings = args.rules.settings();
     let common = &args.common;
     // No store yet: judged against an empty one, and none is created.
-    let opened = match no_store(&common.db) {
+    let opened = match no_store(common) {
         Some(_) => Store::scratch().map(Some).map_err(|e| e.to_string()),
         None => match common.open_store() {
             Ok(store) => Ok(Some(store)),
             // A daemon holds the store: it judges what it is sent (SPEC §6).
             Err(StoreError::Locked(_)) => Ok(None),
+            Err(StoreError::Pg(crate::store::pg::PgError::NoStore(_))) => {
+                Store::scratch().map(Some).map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         },
     };
@@ -561,7 +569,7 @@ fn ask_store(
     common: &Common,
     out: &mut dyn Write,
 ) -> Result<control::Reply, String> {
-    if let Some(missing) = no_store(&common.db) {
+    if let Some(missing) = no_store(common) {
         return Err(missing);
     }
     match common.open_store() {
@@ -600,7 +608,7 @@ pub fn delete(args: &DeleteArgs) -> ExitCode {
     };
     let mut out = io::stdout().lock();
     let code = said(ask_store(&query, &args.common, &mut out));
-    if code == EXIT_FAILURE && no_store(&args.common.db).is_some() {
+    if code == EXIT_FAILURE && no_store(&args.common).is_some() {
         return ExitCode::from(code);
     }
     let emails: Vec<crate::model::Email> = args
@@ -840,7 +848,7 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         Ok(retention) => retention,
         Err(code) => return code,
     };
-    let store = match args.processing.common.open_store() {
+    let store = match args.processing.common.open_store_to_apply() {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -854,7 +862,7 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         inbox = args.watch.display().to_string(),
-        store = args.processing.common.db.display().to_string(),
+        store = args.processing.common.store_name(),
         mode = crate::watch::mode(args.poll.map(Duration::from_millis)),
         settle_ms = args.settle,
         authorization = settings.auth.is_on(),
@@ -876,7 +884,10 @@ pub fn run(args: &RunArgs, reloader: Option<Reloader>, signals: daemon::Signals)
         );
         return ExitCode::from(EXIT_OK);
     }
-    if let Err(e) = control::serve(store.clone(), &args.processing.common.db) {
+    // A PostgreSQL store is read from any host directly: no local socket to serve.
+    if !store.is_shared()
+        && let Err(e) = control::serve(store.clone(), &args.processing.common.db)
+    {
         return fail(&format!(
             "cannot open the control socket in {}: {e}",
             args.processing.common.db.display()

@@ -92,6 +92,8 @@ pub struct FileConfig {
     pub step_users: Option<u64>,
     pub metrics_file: Option<PathBuf>,
     pub db: Option<PathBuf>,
+    pub store: Option<String>,
+    pub instance: Option<String>,
     #[serde(default, deserialize_with = "at_least_one")]
     pub cache_mb: Option<u64>,
     #[serde(default, deserialize_with = "value_enum")]
@@ -184,6 +186,21 @@ impl Layer<'_> {
     fn common(&mut self, c: &mut Common) {
         let f = self.file;
         self.pick("db", &mut c.db, f.db.clone(), |p| path(p));
+        self.pick(
+            "store",
+            &mut c.store,
+            f.store.clone().map(Some),
+            |s| match s {
+                Some(url) => crate::store::pg::redacted(url),
+                None => "(none: sled in db)".into(),
+            },
+        );
+        self.pick(
+            "instance",
+            &mut c.instance,
+            f.instance.clone().map(Some),
+            |i| i.clone().unwrap_or_else(crate::options::host_name),
+        );
         self.pick("cache_mb", &mut c.cache_mb, f.cache_mb, u64::to_string);
         self.pick("log_level", &mut c.log_level, f.log_level, name_of);
         self.pick("log_format", &mut c.log_format, f.log_format, name_of);
@@ -440,6 +457,8 @@ pub struct Reloader {
 pub const RESTART_KEYS: &[&str] = &[
     "watch",
     "db",
+    "store",
+    "instance",
     "poll",
     "rescan",
     "cache_mb",
@@ -489,6 +508,8 @@ fn restart_values(r: &RunArgs) -> Vec<(&'static str, String)> {
     let values = [
         path(&r.watch),
         path(&c.db),
+        format!("{:?}", c.store),
+        format!("{:?}", c.instance),
         format!("{:?}", r.poll),
         r.rescan.to_string(),
         c.cache_mb.to_string(),

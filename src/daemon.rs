@@ -214,11 +214,10 @@ impl Group {
         settings: &Settings,
         hooks: &crate::hooks::Hooks,
         failing: &mut Failing,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, process::Error> {
         let files = std::mem::take(&mut self.files);
         let records: Vec<FileRecord> = files.iter().map(|(r, _, _)| r.clone()).collect();
-        let delivered = process::deliver_all(store, &records, settings.lang, Verify::Identity)
-            .map_err(|e| e.to_string())?;
+        let delivered = process::deliver_all(store, &records, settings.lang, Verify::Identity)?;
         let mut all_ok = true;
         for ((record, seen, started), outcome) in files.iter().zip(delivered) {
             match outcome {
@@ -258,7 +257,14 @@ struct Loop<'a> {
     /// The folder's entries stamp at the last scan, and when the last full one ran.
     scanned: Option<([i64; 4], Instant)>,
     retention: Option<Sweeper>,
+    /// The last pause while the store was out of reach; `None` once it answers.
+    outage: Option<Duration>,
+    /// Waiting out an outage is the loop at work, not stuck: the watchdog is fed.
+    heartbeat: Heartbeat,
 }
+
+const OUTAGE_FIRST: Duration = Duration::from_secs(1);
+const OUTAGE_MAX: Duration = Duration::from_secs(30);
 
 /// Runs until a stop signal (or, with `once`, until the waiting files are done).
 /// Returns whether every file processed was `OK`.
@@ -287,6 +293,8 @@ pub fn run(store: &Store, options: &DaemonOptions, settings: &Settings) -> Resul
         retry: false,
         scanned: None,
         retention: options.retention.clone().map(Sweeper::new),
+        outage: None,
+        heartbeat: heartbeat.clone(),
     };
     options
         .hooks
@@ -417,8 +425,42 @@ impl Loop<'_> {
 
     fn deliver(&mut self, group: &mut Group) -> Result<(), String> {
         let hooks = &self.options.hooks;
-        self.all_ok &= group.deliver(self.store, &self.settings, hooks, &mut self.failing)?;
-        Ok(())
+        match group.deliver(self.store, &self.settings, hooks, &mut self.failing) {
+            Ok(all_ok) => {
+                self.all_ok &= all_ok;
+                self.outage = None;
+                Ok(())
+            }
+            // Committed, not answered: the outbox keeps them, and the next scan that
+            // finds the store back writes their responses.
+            Err(process::Error::Store(e)) if e.is_transient() => {
+                self.wait_out(&e);
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The store is out of reach (a PostgreSQL connection lost): the file in hand is
+    /// cut short like a crash would cut it, and is taken again after a pause that
+    /// doubles while the outage lasts (1 s up to 30 s), from its stored progress.
+    fn wait_out(&mut self, e: &crate::store::StoreError) {
+        let pause = match self.outage {
+            None => OUTAGE_FIRST,
+            Some(last) => (last * 2).min(OUTAGE_MAX),
+        };
+        self.outage = Some(pause);
+        tracing::warn!(
+            retry_in_s = pause.as_secs(),
+            "{e}; trying again in {} s",
+            pause.as_secs()
+        );
+        let until = Instant::now() + pause;
+        while Instant::now() < until && !self.options.signals.stopped() {
+            self.heartbeat.beat();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.retry = true;
     }
 
     /// Takes one waiting file, if it is ready, into `group`.
@@ -469,6 +511,10 @@ impl Loop<'_> {
             }
             Err(process::Error::Interrupted) => {
                 tracing::info!(file = %request.path.display(), "stopped mid-file; it resumes at the next start");
+            }
+            Err(process::Error::Store(e)) if e.is_transient() => {
+                self.deliver(group)?;
+                self.wait_out(&e);
             }
             Err(e) => {
                 self.deliver(group)?;

@@ -6,7 +6,7 @@
 use crate::messages::Lang;
 use crate::process::{Auth, Settings};
 use crate::retention::{self, Age};
-use crate::store::{Store, StoreOptions};
+use crate::store::{Postgres, Store, StoreError, StoreOptions};
 use crate::validate::Types;
 use clap::Args;
 use std::path::PathBuf;
@@ -28,6 +28,21 @@ pub struct Common {
         env = "USERDROP_DB"
     )]
     pub db: PathBuf,
+    /// The store in PostgreSQL instead of sled in --db (SPEC §8):
+    /// postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds
+    /// only this host's private copies of big requests.
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "USERDROP_STORE",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
+    /// The name this host's requests are known by on a PostgreSQL store: one daemon
+    /// per instance [default: the host name].
+    #[arg(long, global = true, value_name = "NAME", env = "USERDROP_INSTANCE")]
+    pub instance: Option<String>,
     /// sled's page cache, in MiB (at least 1).
     #[arg(
         long,
@@ -238,25 +253,83 @@ impl RunArgs {
 }
 
 impl Common {
-    pub fn open_store(&self) -> Result<Store, crate::store::StoreError> {
-        Store::open(&self.db, &self.store_options())
+    /// The store as the read commands and the administrator's open it: on
+    /// PostgreSQL, beside the daemons that write to it.
+    pub fn open_store(&self) -> Result<Store, StoreError> {
+        Store::open(&self.db, &self.store_options(false)?)
+    }
+
+    /// The store as `run` and `import` open it: on PostgreSQL, as the one process
+    /// of this instance.
+    pub fn open_store_to_apply(&self) -> Result<Store, StoreError> {
+        Store::open(&self.db, &self.store_options(true)?)
     }
 
     /// The store as `restore` opens it: a restore that did not finish is started over.
-    pub fn open_store_to_restore(&self) -> Result<Store, crate::store::StoreError> {
+    pub fn open_store_to_restore(&self) -> Result<Store, StoreError> {
         let options = StoreOptions {
             restoring: true,
-            ..self.store_options()
+            ..self.store_options(false)?
         };
         Store::open(&self.db, &options)
     }
 
-    fn store_options(&self) -> StoreOptions {
-        StoreOptions {
-            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
-            ..StoreOptions::default()
+    /// Whether the store is PostgreSQL's, shared by hosts: nothing of it is local.
+    pub fn is_shared_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The store as messages name it: the folder, or the address without password.
+    pub fn store_name(&self) -> String {
+        match &self.store {
+            Some(url) => crate::store::pg::redacted(url),
+            None => self.db.display().to_string(),
         }
     }
+
+    /// This host's instance name on a shared store.
+    pub fn instance_name(&self) -> String {
+        self.instance.clone().unwrap_or_else(host_name)
+    }
+
+    fn store_options(&self, writer: bool) -> Result<StoreOptions, StoreError> {
+        let postgres = match &self.store {
+            None => None,
+            Some(url) => Some(Postgres {
+                url: store_url(url)?,
+                instance: self.instance_name(),
+                writer,
+            }),
+        };
+        Ok(StoreOptions {
+            postgres,
+            cache_bytes: self.cache_mb.saturating_mul(1024 * 1024),
+            ..StoreOptions::default()
+        })
+    }
+}
+
+/// `--store` takes PostgreSQL's connection URL; anything else is a mistake worth
+/// naming (the sled store is `--db DIR`).
+fn store_url(url: &str) -> Result<String, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_owned())
+    } else {
+        Err(StoreError::Pg(crate::store::pg::PgError::BadUrl {
+            url: crate::store::pg::redacted(url),
+            reason: "it must start with postgres:// (the sled store is chosen with --db DIR)"
+                .into(),
+        }))
+    }
+}
+
+/// The host name, as the kernel has it: the default instance name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// `delete EMAIL...`.

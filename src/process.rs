@@ -1058,8 +1058,7 @@ fn judge(
                 let last = index + 1 == total;
                 // A step holds at most `step_users` users to write (what PostgreSQL
                 // locks at once), or 64 times as many judged.
-                if valid >= step_users || pending.len() >= step_users * JUDGED_PER_STEP || last
-                {
+                if valid >= step_users || pending.len() >= step_users * JUDGED_PER_STEP || last {
                     valid = 0;
                     if let Err(e) = end_step(&mut pending, &mut progress, index + 1, last) {
                         failure = Some(e);

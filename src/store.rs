@@ -82,7 +82,10 @@ impl StoreError {
     /// The store could not be reached for a while (a PostgreSQL connection lost):
     /// the file in hand is cut short, and is taken again once the store is back.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Pg(PgError::Lost { .. } | PgError::Connect { .. }))
+        matches!(
+            self,
+            StoreError::Pg(PgError::Lost { .. } | PgError::Connect { .. })
+        )
     }
 }
 
@@ -381,13 +384,16 @@ impl Store {
         pg_options.restoring = options.restoring;
         let pg = PgStore::open(&postgres.url, pg_options)?;
         let spool = if postgres.writer {
-            let spool_dir = dir.join("spool");
+            // Per instance: two daemons of one host may share a --db folder, and each
+            // removes the copies its own records no longer count on.
+            let spool_dir = dir.join("spool").join(instance_folder(&postgres.instance));
             fs::create_dir_all(&spool_dir).map_err(|e| StoreError::Spool {
                 path: spool_dir.clone(),
                 source: e,
             })?;
-            restrict(dir);
-            restrict(&spool_dir);
+            for folder in [dir, &dir.join("spool"), &spool_dir] {
+                restrict(folder);
+            }
             let spool = Spool::made(spool_dir);
             let mut live = pg.interrupted()?;
             live.extend(pg.outbox()?.into_iter().map(|r| r.path));
@@ -512,25 +518,20 @@ impl Store {
             Store::Pg(p) => {
                 // The copy a step counts on is on disk before the step is.
                 p.spool.sync()?;
-                p.pg
-                    .commit_with(emails, |locked| {
-                        build(&Lookup::Pg(locked)).map_err(Through::Build)
-                    })
-                    .map_err(|e| match e {
-                        Through::Build(e) => e,
-                        Through::Pg(e) => E::from(StoreError::from(e)),
-                    })
+                p.pg.commit_with(emails, |locked| {
+                    build(&Lookup::Pg(locked)).map_err(Through::Build)
+                })
+                .map_err(|e| match e {
+                    Through::Build(e) => e,
+                    Through::Pg(e) => E::from(StoreError::from(e)),
+                })
             }
         }
     }
 
     /// Hands the stored records of `emails` to `read`, locking nothing and writing
     /// nothing: what `check` judges a step against.
-    pub fn peek_with<T>(
-        &self,
-        emails: &[Email],
-        read: impl FnOnce(&Lookup<'_>) -> T,
-    ) -> Result<T> {
+    pub fn peek_with<T>(&self, emails: &[Email], read: impl FnOnce(&Lookup<'_>) -> T) -> Result<T> {
         match self {
             Store::Sled(s) => Ok(read(&Lookup::Sled(s))),
             Store::Pg(p) => Ok(read(&Lookup::Pg(&p.pg.peek(emails)?))),
@@ -614,10 +615,7 @@ impl Store {
     ) -> Box<dyn Iterator<Item = Result<Vec<Vec<Message>>>> + '_> {
         match self {
             Store::Sled(s) => s.log_chunks(record),
-            Store::Pg(p) => Box::new(
-                p.pg.log_chunks(record)
-                    .map(|r| r.map_err(StoreError::from)),
-            ),
+            Store::Pg(p) => Box::new(p.pg.log_chunks(record).map(|r| r.map_err(StoreError::from))),
         }
     }
 
@@ -662,13 +660,13 @@ impl Store {
     ) -> std::result::Result<(), E> {
         match self {
             Store::Sled(s) => s.snapshot(each),
-            Store::Pg(p) => p
-                .pg
-                .snapshot(|item| each(item).map_err(Through::Build))
-                .map_err(|e| match e {
-                    Through::Build(e) => e,
-                    Through::Pg(e) => E::from(StoreError::from(e)),
-                }),
+            Store::Pg(p) => {
+                p.pg.snapshot(|item| each(item).map_err(Through::Build))
+                    .map_err(|e| match e {
+                        Through::Build(e) => e,
+                        Through::Pg(e) => E::from(StoreError::from(e)),
+                    })
+            }
         }
     }
 
@@ -707,6 +705,21 @@ impl Store {
             },
         }
     }
+}
+
+/// An instance's folder name: its name, with anything but letters, digits, `-` and
+/// `_` replaced, and a hash of the exact name so that two names never share one.
+fn instance_folder(instance: &str) -> String {
+    let plain: String = instance
+        .chars()
+        .take(64)
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect();
+    let hash = xxhash_rust::xxh3::xxh3_64(instance.as_bytes());
+    format!("pg-{plain}-{:08x}", hash as u32)
 }
 
 /// A folder made by userdrop is the owner's alone (SPEC §6), whatever the umask.

@@ -370,7 +370,11 @@ fn totals_only_rise_and_count_every_file_of_every_instance() {
 }
 
 /// A user's stored data with `change` applied: the merge a step makes.
-fn merged(locked: &userdrop::store::pg::Locked, e: &Email, change: impl Fn(&mut UserData)) -> StoredUser {
+fn merged(
+    locked: &userdrop::store::pg::Locked,
+    e: &Email,
+    change: impl Fn(&mut UserData),
+) -> StoredUser {
     let mut d = match locked.get(e) {
         Some(raw) => raw.decode().expect("decodes").data,
         None => data(e.as_str(), "T"),

@@ -53,7 +53,6 @@ const TOTALS: &[u8] = b"t";
 /// holding it is half a snapshot, and is refused until a restore finishes it.
 const RESTORING: &[u8] = b"r";
 
-
 /// Cheap to clone: clones share one open database (the daemon's control thread
 /// reads through one).
 #[derive(Clone)]
@@ -84,7 +83,6 @@ struct Held {
     /// The spool file was created by a held step: its folder entry needs a sync.
     created: bool,
 }
-
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(rest.len() + 1);
@@ -117,7 +115,6 @@ fn encode_user(user: &StoredUser) -> Result<Vec<u8>> {
     v.push(b']');
     Ok(v)
 }
-
 
 fn decode_user(k: &[u8], bytes: &[u8]) -> Result<StoredUser> {
     let json = match bytes.split_first() {

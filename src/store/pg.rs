@@ -59,9 +59,9 @@
 //! was lost may or may not have happened; the caller resumes from the stored progress
 //! either way, which is what makes that safe.
 
+use super::{FileRecord, Item, Progress, Step, Totals};
 use crate::messages::Message;
 use crate::model::{Email, Meta, StoredUser, UserData};
-use super::{FileRecord, Item, Progress, Step, Totals};
 use postgres::error::SqlState;
 use postgres::{Client, Config, IsolationLevel, NoTls, Statement};
 use std::collections::{HashMap, HashSet};
@@ -448,6 +448,41 @@ fn instance_key(instance: &str) -> i64 {
     let mut bytes = b"userdrop instance\0".to_vec();
     bytes.extend_from_slice(instance.as_bytes());
     xxhash_rust::xxh3::xxh3_64(&bytes) as i64
+}
+
+/// A connection string as messages and `userdrop config` show it: any password in
+/// it replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // A key=value string: drop the password's value.
+        return url
+            .split_whitespace()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => format!("{user}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once("password=") {
+        Some((before, after)) => {
+            let end = after.find('&').map(|i| &after[i..]).unwrap_or("");
+            format!("{before}password=***{end}")
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// `user@host:port/db`, from what the connection string says.
