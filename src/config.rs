@@ -192,14 +192,17 @@ impl Layer<'_> {
             f.store.clone().map(Some),
             |s| match s {
                 Some(url) => crate::store::pg::redacted(url),
-                None => "(none: sled in db)".into(),
+                None => "(none)".into(),
             },
         );
         self.pick(
             "instance",
             &mut c.instance,
             f.instance.clone().map(Some),
-            |i| i.clone().unwrap_or_else(crate::options::host_name),
+            |i| {
+                i.clone()
+                    .unwrap_or_else(|| format!("(host name: {})", crate::options::host_name()))
+            },
         );
         self.pick("cache_mb", &mut c.cache_mb, f.cache_mb, u64::to_string);
         self.pick("log_level", &mut c.log_level, f.log_level, name_of);

@@ -228,7 +228,7 @@ fn the_readme_gives_the_defaults_the_binary_uses() {
         .unwrap();
     let effective: Value = serde_json::from_slice(&out.stdout).expect("config --json");
     let rows = readme_defaults();
-    assert!(rows.len() >= 14, "{rows:?}");
+    assert!(rows.len() >= 16, "{rows:?}");
     for (key, default) in rows {
         let Some(value) = effective["settings"][&key]["value"].as_str() else {
             panic!("the README documents {key}, which `config` does not show");
@@ -237,6 +237,7 @@ fn the_readme_gives_the_defaults_the_binary_uses() {
             "(none)" => "none",
             "(inotify)" => "inotify",
             v if v.starts_with("none (") => "none",
+            v if v.starts_with("(host name: ") => "host name",
             v => v,
         };
         assert_eq!(value, default, "the README's default of {key}");

@@ -107,7 +107,7 @@ _userdrop() {
 
     case "${cmd}" in
         userdrop)
-            opts="-h -V --watch --once --poll --rescan --settle --archive --archive-after --delete-after --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help --version run import check get export stats delete backup restore schema completions man config help"
+            opts="-h -V --watch --once --poll --rescan --settle --archive --archive-after --delete-after --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --store --instance --cache-mb --log-level --log-format --help --version run import check get export stats delete backup restore schema completions man config help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,6 +177,14 @@ _userdrop() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --cache-mb)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -197,7 +205,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__backup)
-            opts="-h --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -208,6 +216,14 @@ _userdrop() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -231,7 +247,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__check)
-            opts="-h --token --token-file --max-file-size --lang --types --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --token --token-file --max-file-size --lang --types --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -265,6 +281,14 @@ _userdrop() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --cache-mb)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -285,7 +309,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__completions)
-            opts="-h --config --db --cache-mb --log-level --log-format --help bash elvish fish powershell zsh"
+            opts="-h --config --db --store --instance --cache-mb --log-level --log-format --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -296,6 +320,14 @@ _userdrop() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -319,7 +351,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__config)
-            opts="-h --json --watch --once --poll --rescan --settle --archive --archive-after --delete-after --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --json --watch --once --poll --rescan --settle --archive --archive-after --delete-after --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -389,6 +421,14 @@ _userdrop() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --cache-mb)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -409,7 +449,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__delete)
-            opts="-h --watch --archive --purge-files --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --watch --archive --purge-files --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -428,6 +468,14 @@ _userdrop() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -451,7 +499,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__export)
-            opts="-h --format --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --format --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -466,6 +514,14 @@ _userdrop() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -489,7 +545,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__get)
-            opts="-h --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -500,6 +556,14 @@ _userdrop() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -733,7 +797,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__import)
-            opts="-h --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -775,6 +839,14 @@ _userdrop() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --cache-mb)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -795,7 +867,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__man)
-            opts="-h --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -806,6 +878,14 @@ _userdrop() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -829,7 +909,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__restore)
-            opts="-h --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -840,6 +920,14 @@ _userdrop() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -863,7 +951,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__run)
-            opts="-h --watch --once --poll --rescan --settle --archive --archive-after --delete-after --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --watch --once --poll --rescan --settle --archive --archive-after --delete-after --token --token-file --max-file-size --lang --types --step-users --metrics-file --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -933,6 +1021,14 @@ _userdrop() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --cache-mb)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -953,7 +1049,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__schema)
-            opts="-h --strict --types --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --strict --types --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -968,6 +1064,14 @@ _userdrop() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -991,7 +1095,7 @@ _userdrop() {
             return 0
             ;;
         userdrop__subcmd__stats)
-            opts="-h --json --config --db --cache-mb --log-level --log-format --help"
+            opts="-h --json --config --db --store --instance --cache-mb --log-level --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1002,6 +1106,14 @@ _userdrop() {
                     return 0
                     ;;
                 --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --instance)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_userdrop_global_optspecs
-    string join \n watch= once poll= rescan= settle= archive= archive-after= delete-after= token= token-file= max-file-size= lang= types= step-users= metrics-file= config= db= cache-mb= log-level= log-format= h/help V/version
+    string join \n watch= once poll= rescan= settle= archive= archive-after= delete-after= token= token-file= max-file-size= lang= types= step-users= metrics-file= config= db= store= instance= cache-mb= log-level= log-format= h/help V/version
 end
 
 function __fish_userdrop_needs_command
@@ -43,6 +43,8 @@ complete -c userdrop -n "__fish_userdrop_needs_command" -l step-users -d 'Users 
 complete -c userdrop -n "__fish_userdrop_needs_command" -l metrics-file -d 'Write Prometheus metrics (text format, for node_exporter\'s textfile collector) to this file after every processed file (run and import)' -r -F
 complete -c userdrop -n "__fish_userdrop_needs_command" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_needs_command" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_needs_command" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_needs_command" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_needs_command" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_needs_command" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -88,6 +90,8 @@ complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l step-users -d 
 complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l metrics-file -d 'Write Prometheus metrics (text format, for node_exporter\'s textfile collector) to this file after every processed file (run and import)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand run" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -111,6 +115,8 @@ complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l step-users 
 complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l metrics-file -d 'Write Prometheus metrics (text format, for node_exporter\'s textfile collector) to this file after every processed file (run and import)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand import" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -131,6 +137,8 @@ complete -c userdrop -n "__fish_userdrop_using_subcommand check" -l types -d 'Ho
 lenient\t'Also the forms PHP scripts and ERP exports write: numbers as strings, booleans as 0/1, [] for no discount card, DD.MM.YYYY dates and dates with a time, 00 for a phone\'s +'"
 complete -c userdrop -n "__fish_userdrop_using_subcommand check" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand check" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand check" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand check" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand check" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand check" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -143,6 +151,8 @@ json\t''"
 complete -c userdrop -n "__fish_userdrop_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c userdrop -n "__fish_userdrop_using_subcommand get" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand get" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand get" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand get" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand get" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand get" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -158,6 +168,8 @@ ndjson\t'One stored record per line, with `created_at`, `updated_at` and `source
 csv\t'A spreadsheet: one row per user, a header row first'"
 complete -c userdrop -n "__fish_userdrop_using_subcommand export" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand export" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand export" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand export" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand export" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand export" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -170,6 +182,8 @@ json\t''"
 complete -c userdrop -n "__fish_userdrop_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c userdrop -n "__fish_userdrop_using_subcommand stats" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand stats" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand stats" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand stats" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand stats" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand stats" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -185,6 +199,8 @@ complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -l watch -d 'T
 complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -l archive -d 'The retention archive, searched too (its day folders)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -198,6 +214,8 @@ complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -l purge-files
 complete -c userdrop -n "__fish_userdrop_using_subcommand delete" -s h -l help -d 'Print help'
 complete -c userdrop -n "__fish_userdrop_using_subcommand backup" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand backup" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand backup" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand backup" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand backup" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand backup" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -210,6 +228,8 @@ json\t''"
 complete -c userdrop -n "__fish_userdrop_using_subcommand backup" -s h -l help -d 'Print help'
 complete -c userdrop -n "__fish_userdrop_using_subcommand restore" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand restore" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand restore" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand restore" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand restore" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand restore" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -224,6 +244,8 @@ complete -c userdrop -n "__fish_userdrop_using_subcommand schema" -l types -d 'T
 lenient\t'Also the forms PHP scripts and ERP exports write: numbers as strings, booleans as 0/1, [] for no discount card, DD.MM.YYYY dates and dates with a time, 00 for a phone\'s +'"
 complete -c userdrop -n "__fish_userdrop_using_subcommand schema" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand schema" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand schema" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand schema" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand schema" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand schema" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -237,6 +259,8 @@ complete -c userdrop -n "__fish_userdrop_using_subcommand schema" -l strict -d '
 complete -c userdrop -n "__fish_userdrop_using_subcommand schema" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c userdrop -n "__fish_userdrop_using_subcommand completions" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand completions" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand completions" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand completions" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand completions" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand completions" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -249,6 +273,8 @@ json\t''"
 complete -c userdrop -n "__fish_userdrop_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c userdrop -n "__fish_userdrop_using_subcommand man" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand man" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand man" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand man" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand man" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand man" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
@@ -278,6 +304,8 @@ complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l step-users 
 complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l metrics-file -d 'Write Prometheus metrics (text format, for node_exporter\'s textfile collector) to this file after every processed file (run and import)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l config -d 'A TOML config file: a key for every option below (flags and USERDROP_* variables take precedence over it)' -r -F
 complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l db -d 'The store\'s folder (created if missing; keep it outside the inbox)' -r -F
+complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l store -d 'The store in PostgreSQL instead of sled in --db (SPEC §8): postgres://USER@HOST/DB, for several daemons on several hosts. --db then holds only this host\'s private copies of big requests' -r
+complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l instance -d 'The name this host\'s requests are known by on a PostgreSQL store: one daemon per instance [default: the host name]' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l cache-mb -d 'sled\'s page cache, in MiB (at least 1)' -r
 complete -c userdrop -n "__fish_userdrop_using_subcommand config" -l log-level -d 'Log level for stderr (overridden by RUST_LOG)' -r -f -a "error\t''
 warn\t''
