@@ -790,7 +790,7 @@ pub fn restore(args: &SnapshotArgs) -> ExitCode {
                 "userdrop: restored {} users and {} files into {}",
                 summary.users,
                 summary.files,
-                args.common.db.display()
+                args.common.store_name()
             );
             ExitCode::from(EXIT_OK)
         }

@@ -379,6 +379,8 @@ impl Store {
             PgOptions::reader(&postgres.instance)
         };
         pg_options.restoring = options.restoring;
+        // A restore fills a new database: it creates the schema, as writers do.
+        pg_options.create |= options.restoring;
         let pg = PgStore::open(&postgres.url, pg_options)?;
         let spool = if postgres.writer {
             // Per instance: two daemons of one host may share a --db folder, and each

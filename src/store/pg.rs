@@ -443,6 +443,24 @@ fn hash_bytes(hash: u128) -> Vec<u8> {
     hash.to_le_bytes().to_vec()
 }
 
+/// What went wrong, in the server's words: the client's own text for a server error
+/// is only "db error", with the message in its source.
+fn why(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.severity(), db.message());
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!(" ({hint})"));
+            }
+            text
+        }
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 /// The advisory lock key of an instance name.
 fn instance_key(instance: &str) -> i64 {
     let mut bytes = b"userdrop instance\0".to_vec();
@@ -518,8 +536,15 @@ impl PgStore {
     pub fn open(url: &str, options: PgOptions) -> Result<PgStore> {
         let mut config: Config = url.parse().map_err(|e: postgres::Error| PgError::BadUrl {
             url: url.to_owned(),
-            reason: e.to_string(),
+            reason: why(&e),
         })?;
+        // libpq's variable, which the Rust client does not read itself: a password
+        // kept out of the URL, the config file and the process list.
+        if config.get_password().is_none()
+            && let Some(password) = std::env::var_os("PGPASSWORD")
+        {
+            config.password(password.as_encoded_bytes());
+        }
         let me = whoami(&options.instance);
         config
             .application_name(&format!("userdrop {}", options.instance))
@@ -573,11 +598,11 @@ impl PgStore {
             || code.starts_with("57P");
         if gone {
             *slot = None;
-            self.lost(e)
+            self.lost(why(&e))
         } else {
             PgError::Db {
                 store: self.inner.name.clone(),
-                reason: e.to_string(),
+                reason: why(&e),
             }
         }
     }
@@ -599,11 +624,11 @@ impl PgStore {
         let inner = &self.inner;
         let mut client = inner.config.connect(NoTls).map_err(|e| PgError::Connect {
             store: inner.name.clone(),
-            reason: e.to_string(),
+            reason: why(&e),
         })?;
         let db = |e: postgres::Error| PgError::Db {
             store: inner.name.clone(),
-            reason: e.to_string(),
+            reason: why(&e),
         };
         // A commit must return only once it is on the server's stable storage, whatever
         // the server's default (SPEC §2).
@@ -640,7 +665,7 @@ impl PgStore {
         let inner = &self.inner;
         let db = |e: postgres::Error| PgError::Db {
             store: inner.name.clone(),
-            reason: e.to_string(),
+            reason: why(&e),
         };
         let mut tx = client.transaction().map_err(db)?;
         if inner.options.create {
@@ -694,7 +719,7 @@ impl PgStore {
         let inner = &self.inner;
         let db = |e: postgres::Error| PgError::Db {
             store: inner.name.clone(),
-            reason: e.to_string(),
+            reason: why(&e),
         };
         let instance = &inner.options.instance;
         let got: bool = client
@@ -833,7 +858,7 @@ impl PgStore {
                         }
                         Err(e) => users.push(Err(PgError::Db {
                             store: self.inner.name.clone(),
-                            reason: e.to_string(),
+                            reason: why(&e),
                         })),
                     }
                 }
@@ -892,7 +917,7 @@ impl PgStore {
     fn db(&self, e: postgres::Error) -> PgError {
         PgError::Db {
             store: self.inner.name.clone(),
-            reason: e.to_string(),
+            reason: why(&e),
         }
     }
 
