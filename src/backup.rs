@@ -8,7 +8,7 @@
 //! ```text
 //! {"backup":{"version":1,"store_format":1,"taken_at":"…","binary":"0.2.0"}}
 //! {"user":[{data…},{"created_at":…,"updated_at":…,"source_file":…}]}   by email
-//! {"file":{…the history record of one request path…}}                    by path
+//! {"file":{…the history record of one request path…, "instance":"east"}} by instance, path
 //! {"totals":{…the counters that only rise…}}
 //! {"end":{"users":N,"files":M}}
 //! ```
@@ -23,7 +23,7 @@
 //! its first bytes, so a compressed stream on standard input works too.
 
 use crate::model::{Meta, StoredUser, UserData};
-use crate::store::{FileRecord, Item, Store, StoreError, Totals};
+use crate::store::{FileRecord, Item, Restored, Store, StoreError, Totals};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -52,12 +52,22 @@ pub struct Summary {
     pub files: u64,
 }
 
+/// A history record, and on a PostgreSQL store the instance it is kept for (absent
+/// in backups of sled, which has one).
+#[derive(Debug, Serialize, Deserialize)]
+struct FileLine {
+    #[serde(flatten)]
+    record: FileRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Line {
     Backup(Header),
     User(UserData, Meta),
-    File(FileRecord),
+    File(FileLine),
     Totals(Totals),
     End(Summary),
 }
@@ -98,9 +108,12 @@ pub fn write(store: &Store, out: &mut dyn Write) -> Result<Summary, BackupError>
                 summary.users += 1;
                 Line::User(user.data.clone(), user.meta.clone())
             }
-            Item::File(file) => {
+            Item::File(file, instance) => {
                 summary.files += 1;
-                Line::File(file.clone())
+                Line::File(FileLine {
+                    record: file.clone(),
+                    instance: instance.map(str::to_owned),
+                })
             }
             Item::Totals(totals) => Line::Totals(totals.clone()),
         };
@@ -146,7 +159,7 @@ pub fn restore(store: &Store, dir: &Path, input: Box<dyn Read>) -> Result<Summar
     // A backup lists users by email and files by path, each once: a line out of that
     // order (a duplicate, after an edit) would make the store hold fewer than it says.
     let mut last_email: Option<crate::model::Email> = None;
-    let mut last_path: Option<PathBuf> = None;
+    let mut last_path: Option<(String, Vec<u8>)> = None;
     let end = loop {
         match lines.next()? {
             Some(Line::User(data, meta)) => {
@@ -160,21 +173,22 @@ pub fn restore(store: &Store, dir: &Path, input: Box<dyn Read>) -> Result<Summar
                 count.users += 1;
                 users.push(StoredUser { data, meta });
             }
-            Some(Line::File(file)) => {
-                // In the store's order: a path's bytes (not its components).
-                let bytes = |p: &Path| p.as_os_str().as_encoded_bytes().to_vec();
-                if last_path
-                    .as_ref()
-                    .is_some_and(|p| bytes(p) >= bytes(&file.path))
-                {
+            Some(Line::File(FileLine { record, instance })) => {
+                // In the store's order: by instance, then a path's bytes (not its
+                // components).
+                let key = (
+                    instance.clone().unwrap_or_default(),
+                    record.path.as_os_str().as_encoded_bytes().to_vec(),
+                );
+                if last_path.as_ref().is_some_and(|last| *last >= key) {
                     return Err(lines.bad(format!(
-                        "the file {} comes again or out of order (files are listed once each, by path)",
-                        file.path.display()
+                        "the file {} comes again or out of order (files are listed once each, by instance and path)",
+                        record.path.display()
                     )));
                 }
-                last_path = Some(file.path.clone());
+                last_path = Some(key);
                 count.files += 1;
-                files.push(file);
+                files.push(Restored { record, instance });
             }
             Some(Line::Totals(t)) => totals = t,
             Some(Line::End(end)) => break end,

@@ -221,7 +221,8 @@ mod path_bytes {
 /// One thing a snapshot of the store holds (see [`Store::snapshot`]).
 pub enum Item<'a> {
     User(&'a StoredUser),
-    File(&'a FileRecord),
+    /// A file's history, and on a shared store the instance it belongs to.
+    File(&'a FileRecord, Option<&'a str>),
     Totals(&'a Totals),
 }
 
@@ -256,6 +257,12 @@ impl Totals {
             self.last_success = self.last_success.max(Some(record.finished_at));
         }
     }
+}
+
+/// A history record read from a backup, and the instance it was kept for.
+pub struct Restored {
+    pub record: FileRecord,
+    pub instance: Option<String>,
 }
 
 /// One bounded step of a file, committed atomically.
@@ -678,10 +685,15 @@ impl Store {
         }
     }
 
-    /// Writes restored users and history records, as they are.
-    pub fn restore_batch(&self, users: &[StoredUser], files: &[FileRecord]) -> Result<()> {
+    /// Writes restored users and history records, as they are. A record's instance
+    /// places it on PostgreSQL (none: the restoring instance); sled keeps history by
+    /// path alone, so of two instances' records for one path the later stays.
+    pub fn restore_batch(&self, users: &[StoredUser], files: &[Restored]) -> Result<()> {
         match self {
-            Store::Sled(s) => s.restore_batch(users, files),
+            Store::Sled(s) => {
+                let files: Vec<&FileRecord> = files.iter().map(|r| &r.record).collect();
+                s.restore_batch(users, &files)
+            }
             Store::Pg(p) => Ok(p.pg.restore_batch(users, files)?),
         }
     }

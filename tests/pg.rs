@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use userdrop::messages::Message;
 use userdrop::model::{Email, Meta, Status, StoredUser, UserData};
 use userdrop::store::pg::{PgError, PgOptions, PgStore};
-use userdrop::store::{Counts, FileRecord, Item, Progress, Step, Totals};
+use userdrop::store::{Counts, FileRecord, Item, Progress, Restored, Step, Totals};
 
 /// A cluster and a fresh database on it; `None` (skip) without PostgreSQL.
 fn setup() -> Option<(Cluster, String)> {
@@ -589,7 +589,7 @@ fn a_snapshot_is_one_moment_while_another_connection_commits() {
                     }
                     users.push(u.clone());
                 }
-                Item::File(f) => files.push(f.clone()),
+                Item::File(f, _) => files.push(f.clone()),
                 Item::Totals(t) => totals = Some(t.clone()),
             }
             Ok(())
@@ -663,7 +663,10 @@ fn a_restore_goes_into_an_empty_store_only_and_starts_over_when_cut_short() {
     full.snapshot(|item| -> Result<(), PgError> {
         match item {
             Item::User(u) => snapshot.0.push(u.clone()),
-            Item::File(f) => snapshot.1.push(f.clone()),
+            Item::File(f, instance) => snapshot.1.push(Restored {
+                record: f.clone(),
+                instance: instance.map(str::to_owned),
+            }),
             Item::Totals(t) => snapshot.2 = Some(t.clone()),
         }
         Ok(())
@@ -698,7 +701,8 @@ fn a_restore_goes_into_an_empty_store_only_and_starts_over_when_cut_short() {
     let back = writer(&empty, "east");
     let again: Vec<StoredUser> = back.users().map(|u| u.unwrap()).collect();
     assert_eq!(again, users);
-    assert_eq!(back.files().unwrap(), files);
+    let records: Vec<FileRecord> = files.into_iter().map(|f| f.record).collect();
+    assert_eq!(back.files().unwrap(), records);
     assert_eq!(back.totals().unwrap(), totals);
 }
 

@@ -742,7 +742,7 @@ impl SledStore {
             each(Item::User(&user?))?;
         }
         for file in self.files() {
-            each(Item::File(&file?))?;
+            each(Item::File(&file?, None))?;
         }
         each(Item::Totals(&self.totals()?))
     }
@@ -760,7 +760,7 @@ impl SledStore {
     }
 
     /// Writes restored users and history records, as they are, in one batch.
-    pub fn restore_batch(&self, users: &[StoredUser], files: &[FileRecord]) -> Result<()> {
+    pub fn restore_batch(&self, users: &[StoredUser], files: &[&FileRecord]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for user in users {
             batch.insert(

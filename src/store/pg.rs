@@ -1299,8 +1299,9 @@ impl PgStore {
         }
         let files = tx
             .bind(
-                "SELECT path, record::text FROM userdrop.files WHERE instance = $1 ORDER BY path",
-                &[&self.instance()],
+                // Every instance's: the backup is the whole store.
+                "SELECT path, record::text, instance FROM userdrop.files ORDER BY instance, path",
+                &[],
             )
             .map_err(db)?;
         loop {
@@ -1315,7 +1316,8 @@ impl PgStore {
                     || format!("files/{}", String::from_utf8_lossy(&path)),
                     &text,
                 )?;
-                each(Item::File(&record))?;
+                let instance: String = row.try_get(2).map_err(db)?;
+                each(Item::File(&record, Some(&instance)))?;
             }
         }
         let text: Option<String> = tx
@@ -1378,7 +1380,7 @@ impl PgStore {
 
     /// Writes restored users and this instance's history records, as they are, in
     /// one transaction.
-    pub fn restore_batch(&self, users: &[StoredUser], files: &[FileRecord]) -> Result<()> {
+    pub fn restore_batch(&self, users: &[StoredUser], files: &[super::Restored]) -> Result<()> {
         let mut columns = Columns::default();
         let mut seen = HashSet::new();
         for user in users.iter().rev() {
@@ -1386,11 +1388,13 @@ impl PgStore {
                 columns.push(user)?;
             }
         }
+        let mut instances: Vec<&str> = Vec::new();
         let mut paths: Vec<&[u8]> = Vec::new();
         let mut records: Vec<String> = Vec::new();
         for file in files {
-            paths.push(path_bytes(&file.path));
-            records.push(encode(file)?);
+            instances.push(file.instance.as_deref().unwrap_or(self.instance()));
+            paths.push(path_bytes(&file.record.path));
+            records.push(encode(&file.record)?);
         }
         self.with(|c| {
             let mut tx = c.client.transaction()?;
@@ -1400,9 +1404,10 @@ impl PgStore {
             if !paths.is_empty() {
                 tx.execute(
                     "INSERT INTO userdrop.files (instance, path, record) \
-                     SELECT $1, path, record::json FROM unnest($2::bytea[], $3::text[]) AS v(path, record) \
+                     SELECT instance, path, record::json \
+                     FROM unnest($1::text[], $2::bytea[], $3::text[]) AS v(instance, path, record) \
                      ON CONFLICT (instance, path) DO UPDATE SET record = EXCLUDED.record",
-                    &[&self.instance(), &paths, &records],
+                    &[&instances, &paths, &records],
                 )?;
             }
             tx.commit()?;
