@@ -1,9 +1,9 @@
-//! The PostgreSQL engine (SPEC §8, issue 14): the same operations as [`crate::store::Store`],
+//! The PostgreSQL engine (SPEC §8, issue 14): the operations [`super::Store`] offers,
 //! with the same types, on a database that several daemons on several hosts share. It
 //! exists because a shop that outgrows one host needs one customer base fed by many
 //! daemons, and should get the database engine it would choose anyway rather than a
-//! home-made replication layer. Not wired into the binary yet: the seam in `store`
-//! comes next, and no other module should learn which engine it talks to.
+//! home-made replication layer. Chosen with `--store postgres://…`; only `store`
+//! knows it is here.
 //!
 //! Everything lives in the schema `userdrop`, created and migrated by userdrop itself:
 //!
