@@ -425,10 +425,14 @@ impl Loop<'_> {
 
     fn deliver(&mut self, group: &mut Group) -> Result<(), String> {
         let hooks = &self.options.hooks;
+        let answered = !group.files.is_empty();
         match group.deliver(self.store, &self.settings, hooks, &mut self.failing) {
             Ok(all_ok) => {
                 self.all_ok &= all_ok;
-                self.outage = None;
+                if answered {
+                    // The store answers again: the next outage starts at 1 s.
+                    self.outage = None;
+                }
                 Ok(())
             }
             // Committed, not answered: the outbox keeps them, and the next scan that
@@ -482,6 +486,7 @@ impl Loop<'_> {
         let request = Request::new(&self.folder, name);
         match process::take_file(self.store, &request, &self.settings, defer) {
             Ok(Taken::Ready(record)) => {
+                self.outage = None;
                 self.readiness.unsettled.remove(name);
                 group.files.push((record, seen, started));
             }
