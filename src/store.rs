@@ -379,6 +379,9 @@ impl Store {
             PgOptions::reader(&postgres.instance)
         };
         pg_options.restoring = options.restoring;
+        // `restore` goes into an empty store, and an empty database is one: it
+        // creates the schema as a writer would (it takes no instance lock).
+        pg_options.create |= options.restoring;
         let pg = PgStore::open(&postgres.url, pg_options)?;
         let spool = if postgres.writer {
             // Per instance: two daemons of one host may share a --db folder, and each
