@@ -166,7 +166,10 @@ fn wait_until(secs: u64, what: &str, logs: &[&Site], mut check: impl FnMut() -> 
     while !check() {
         if Instant::now() > deadline {
             let logs: Vec<String> = logs.iter().map(|s| s.daemon_log()).collect();
-            panic!("{what} not within {secs} s; daemon logs:\n{}", logs.join("\n---\n"));
+            panic!(
+                "{what} not within {secs} s; daemon logs:\n{}",
+                logs.join("\n---\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -204,7 +207,9 @@ fn ndjson_users(bytes: &[u8]) -> BTreeMap<String, (Map<String, Value>, String, S
         let source = source.as_str().unwrap().to_owned();
         let updated = updated.as_str().unwrap().to_owned();
         assert!(
-            users.insert(email.clone(), (record, source, updated)).is_none(),
+            users
+                .insert(email.clone(), (record, source, updated))
+                .is_none(),
             "{email} exported twice"
         );
     }
@@ -407,7 +412,11 @@ fn two_daemons_on_one_store_lose_no_update() {
     for (daemon, site) in daemons.iter_mut().zip(&sites) {
         let status = stop(daemon);
         assert!(status.success(), "{status}: {}", site.daemon_log());
-        assert!(!site.daemon_log().contains("panicked"), "{}", site.daemon_log());
+        assert!(
+            !site.daemon_log().contains("panicked"),
+            "{}",
+            site.daemon_log()
+        );
     }
 
     // Every response: its status agrees with its log, and the changes it reports.
@@ -498,7 +507,10 @@ fn two_daemons_on_one_store_lose_no_update() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert!(shared >= 10, "only {shared} emails were changed by both daemons");
+    assert!(
+        shared >= 10,
+        "only {shared} emails were changed by both daemons"
+    );
 
     // The users whose last change came from each daemon: both won some.
     let winners: BTreeSet<&str> = stored
@@ -597,7 +609,10 @@ fn sigkill_of_the_daemon_on_postgres_loses_and_doubles_nothing() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(found, expected, "the inbox holds requests and responses only");
+    assert_eq!(
+        found, expected,
+        "the inbox holds requests and responses only"
+    );
     same_responses_as_clean_sled(root.path(), &site, &requests, "250");
 
     let mut model = Model::default();
@@ -659,7 +674,9 @@ fn a_killed_server_mid_file_is_waited_out_and_the_file_resumes() {
         site.daemon_log()
     );
     cluster.restart();
-    wait_until(55, "both responses", &[&site], || site.all_answered(&requests));
+    wait_until(55, "both responses", &[&site], || {
+        site.all_answered(&requests)
+    });
     let status = stop(&mut daemon);
     let log = site.daemon_log();
     assert!(status.success(), "{status}:\n{log}");
@@ -682,7 +699,9 @@ fn a_killed_server_mid_file_is_waited_out_and_the_file_resumes() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     let stats = String::from_utf8(site.read(&["stats"])).unwrap();
     assert!(
-        stats.lines().any(|l| l.split_whitespace().eq(["files", "WARNING", "2"])),
+        stats
+            .lines()
+            .any(|l| l.split_whitespace().eq(["files", "WARNING", "2"])),
         "{stats}"
     );
 }
@@ -699,7 +718,10 @@ fn assert_refused(out: &Output, holder: &Child, what: &str, took: Duration) {
         "{what} does not name the instance: {err}"
     );
     let holder_pid = format!("pid {}", holder.id());
-    assert!(err.contains(&holder_pid), "{what} does not name the holder: {err}");
+    assert!(
+        err.contains(&holder_pid),
+        "{what} does not name the holder: {err}"
+    );
     assert!(
         err.matches(", pid ").count() >= 2,
         "{what} does not name both processes: {err}"
@@ -757,7 +779,9 @@ fn a_second_process_of_a_running_instance_fails_at_once_naming_both() {
     assert_eq!(other.response("three.json")["status"], "OK");
     let stats = String::from_utf8(second.read(&["stats"])).unwrap();
     assert!(
-        stats.lines().any(|l| l.split_whitespace().eq(["files", "OK", "2"])),
+        stats
+            .lines()
+            .any(|l| l.split_whitespace().eq(["files", "OK", "2"])),
         "{stats}"
     );
 
