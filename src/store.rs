@@ -386,7 +386,8 @@ impl Store {
             PgOptions::reader(&postgres.instance)
         };
         pg_options.restoring = options.restoring;
-        // A restore fills a new database: it creates the schema, as writers do.
+        // `restore` goes into an empty store, and an empty database is one: it
+        // creates the schema as a writer would (it takes no instance lock).
         pg_options.create |= options.restoring;
         let pg = PgStore::open(&postgres.url, pg_options)?;
         let spool = if postgres.writer {
