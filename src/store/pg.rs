@@ -461,6 +461,42 @@ fn why(e: &postgres::Error) -> String {
     }
 }
 
+/// How long a writer waits for the instance of a process that is gone.
+const STALE_HOLDER_WAIT: Duration = Duration::from_secs(15);
+
+/// Whether `holder` (as [`whoami`] wrote it) names a process of this host that no
+/// longer exists. Anything else (another host, a live process, a text it cannot
+/// read) is a holder to respect. A pid reused since reads as alive: a refusal, the
+/// safe side.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some((rest, pid)) = holder.rsplit_once(", pid ") else {
+        return false;
+    };
+    let Some((_, host)) = rest.rsplit_once(" on host ") else {
+        return false;
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return false;
+    };
+    if host != this_host() || pid <= 0 || pid as u32 == std::process::id() {
+        return false;
+    }
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+        return false;
+    };
+    // Signal 0 asks only whether the process exists.
+    matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "an unknown host".into())
+}
+
 /// The advisory lock key of an instance name.
 fn instance_key(instance: &str) -> i64 {
     let mut bytes = b"userdrop instance\0".to_vec();
@@ -521,9 +557,7 @@ fn describe(config: &Config) -> String {
 
 /// This process, as another one's refusal names it.
 fn whoami(instance: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "an unknown host".into());
+    let host = this_host();
     format!(
         "instance {instance:?} on host {host}, pid {}",
         std::process::id()
@@ -635,6 +669,25 @@ impl PgStore {
         client
             .batch_execute("SET synchronous_commit TO on")
             .map_err(db)?;
+        // A daemon that dies (kill -9, its host lost) must not leave a session that
+        // holds its instance and its rows for hours: the server looks for the client
+        // while a statement runs (PostgreSQL 14 and later), and probes an idle TCP
+        // peer after 30 s.
+        client
+            .batch_execute(
+                "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; \
+                 SET tcp_keepalives_count = 3",
+            )
+            .map_err(db)?;
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .and_then(|r| r.try_get(0))
+            .map_err(db)?;
+        if version >= 140_000 {
+            client
+                .batch_execute("SET client_connection_check_interval = '1s'")
+                .map_err(db)?;
+        }
         let row = client
             .query_one(
                 "SELECT current_setting('server_encoding'), current_setting('fsync')",
@@ -722,27 +775,62 @@ impl PgStore {
             reason: why(&e),
         };
         let instance = &inner.options.instance;
-        let got: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1)",
-                &[&instance_key(instance)],
-            )
-            .and_then(|r| r.try_get(0))
-            .map_err(db)?;
-        if !got {
+        let key = instance_key(instance);
+        // A holder that is a process of this host that is gone (a daemon killed a
+        // moment ago) still has its session until the server notices: end it, and
+        // wait a little for the lock rather than refuse a restart.
+        let deadline = std::time::Instant::now() + STALE_HOLDER_WAIT;
+        let mut said = false;
+        loop {
+            let got: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .and_then(|r| r.try_get(0))
+                .map_err(db)?;
+            if got {
+                break;
+            }
             let holder: Option<String> = client
                 .query_opt(
-                    "SELECT holder || ', since ' || since::text FROM userdrop.instances WHERE instance = $1",
+                    "SELECT holder FROM userdrop.instances WHERE instance = $1",
                     &[instance],
                 )
                 .and_then(|r| r.map(|r| r.try_get(0)).transpose())
                 .map_err(db)?;
-            return Err(PgError::InstanceBusy {
-                store: inner.name.clone(),
-                instance: instance.clone(),
-                holder: holder.unwrap_or_else(|| "another session".into()),
-                this: inner.me.clone(),
-            });
+            let gone = holder.as_deref().is_some_and(holder_is_gone);
+            if !gone || std::time::Instant::now() >= deadline {
+                let since: Option<String> = client
+                    .query_opt(
+                        "SELECT since::text FROM userdrop.instances WHERE instance = $1",
+                        &[instance],
+                    )
+                    .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+                    .map_err(db)?;
+                let holder = match (holder, since) {
+                    (Some(h), Some(since)) => format!("{h}, since {since}"),
+                    (Some(h), None) => h,
+                    (None, _) => "another session".into(),
+                };
+                return Err(PgError::InstanceBusy {
+                    store: inner.name.clone(),
+                    instance: instance.clone(),
+                    holder,
+                    this: inner.me.clone(),
+                });
+            }
+            if !said {
+                tracing::info!(store = %inner.name, instance = %instance, "the previous process of this instance on this host is gone; ending its session on the server");
+                said = true;
+            }
+            // Allowed for a session of the same role (or pg_signal_backend); where it
+            // is not, the server ends it itself once it notices the client is gone.
+            let [high, low] = [(key as u64 >> 32) as u32, key as u64 as u32];
+            let _ = client.execute(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 \
+                 AND l.objid = $2 AND l.objsubid = 1 AND l.pid <> pg_backend_pid()",
+                &[&high, &low],
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
         client
             .execute(
