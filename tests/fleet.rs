@@ -562,7 +562,6 @@ fn sigkill_of_the_daemon_on_postgres_loses_and_doubles_nothing() {
 
     let (mut kills, mut with_work, mut refused) = (0, 0, Vec::new());
     for start in 0..8 {
-        let before = site.daemon_log().len();
         let mut child = site.daemon("250");
         std::thread::sleep(Duration::from_millis(150 + rng.below(600)));
         match child.try_wait().unwrap() {
