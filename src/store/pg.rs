@@ -1550,3 +1550,52 @@ impl Columns {
         [&self.emails, &self.data, &self.meta, &self.hashes]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_never_shown() {
+        for (url, shown) in [
+            (
+                "postgres://shop:s3cret@db.example.com:5433/shop",
+                "postgres://shop:***@db.example.com:5433/shop",
+            ),
+            (
+                "postgres://shop@db.example.com/shop?password=s3cret&sslmode=disable",
+                "postgres://shop@db.example.com/shop?password=***&sslmode=disable",
+            ),
+            (
+                "postgresql://userdrop@%2Fvar%2Frun%2Fpostgresql/shop",
+                "postgresql://userdrop@%2Fvar%2Frun%2Fpostgresql/shop",
+            ),
+            (
+                "host=/tmp user=shop password=s3cret dbname=shop",
+                "host=/tmp user=shop password=*** dbname=shop",
+            ),
+        ] {
+            assert_eq!(redacted(url), shown);
+            assert!(!redacted(url).contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn only_a_process_of_this_host_that_is_gone_is_a_stale_holder() {
+        let host = this_host();
+        // pid_max is at most 2^22: this one cannot exist.
+        let gone = format!("instance \"east\" on host {host}, pid 99999999");
+        assert!(holder_is_gone(&gone));
+        let alive = format!(
+            "instance \"east\" on host {host}, pid {}",
+            std::process::id()
+        );
+        assert!(!holder_is_gone(&alive), "this very process");
+        let init = format!("instance \"east\" on host {host}, pid 1");
+        assert!(!holder_is_gone(&init), "a live process");
+        assert!(!holder_is_gone(
+            "instance \"east\" on host elsewhere.example, pid 99999999"
+        ));
+        assert!(!holder_is_gone("another session"));
+    }
+}
