@@ -509,9 +509,8 @@ impl Store {
     /// which merges and returns the step (writing only users among `emails`), and
     /// commits it atomically with the file's progress. On PostgreSQL the records are
     /// locked until the commit, and `build` may run again when another daemon got in
-    /// first, so it must build from its inputs each time. Durable on return on
-    /// PostgreSQL; on sled at the next [`Store::flush`]. Returns the file's committed
-    /// log length.
+    /// first, so it must build from its inputs each time. Durable at the next
+    /// [`Store::flush`]. Returns the file's committed log length.
     pub fn commit_with<'p, E: From<StoreError>>(
         &self,
         emails: &[Email],
@@ -551,9 +550,10 @@ impl Store {
         match self {
             Store::Sled(s) => s.flush(),
             Store::Pg(p) => {
-                // Each commit was durable when it returned; what is left is the local
-                // folder's: copies written, and files no record counts on any more.
+                // Copies before the commits that count on them are made durable; files
+                // no record counts on any more only after.
                 p.spool.sync()?;
+                p.pg.flush()?;
                 p.spool.remove_retired(p.spool.take_retired());
                 Ok(())
             }

@@ -720,6 +720,9 @@ fn a_killed_server_keeps_the_committed_steps_and_not_the_one_in_flight() {
     store
         .commit(last_step(&done, vec![user("b@x.co", "B")], 1, 0))
         .unwrap();
+    // Commits are asynchronous; the flush makes both durable (as the pipeline does
+    // before it writes a response).
+    store.flush().unwrap();
     let totals = store.totals().unwrap();
 
     // The next step is held mid-transaction (at the totals row) when the server dies.
@@ -753,7 +756,11 @@ fn a_killed_server_keeps_the_committed_steps_and_not_the_one_in_flight() {
 
     cluster.restart();
     // The same store object connects again, and takes its instance lock again.
-    assert_eq!(store.user_count().unwrap(), 2);
+    let present: Vec<String> = store
+        .users()
+        .map(|u| u.unwrap().data.email.to_string())
+        .collect();
+    assert_eq!(store.user_count().unwrap(), 2, "{present:?}");
     assert_eq!(
         store.user(&email("a@x.co")).unwrap().unwrap().data.title,
         "A"

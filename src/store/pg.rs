@@ -41,11 +41,16 @@
 //! `= ANY($1)` query, the writes are one `UPDATE … FROM unnest(…)` and one
 //! `INSERT … SELECT FROM unnest(…)`, and statements are prepared once per connection.
 //!
-//! **Durable.** The session runs with `synchronous_commit = on`, so `COMMIT` returns
-//! only once the server flushed its WAL (and waited for synchronous standbys, where
-//! configured): a step is durable when [`PgStore::commit_with`] returns, and
-//! [`PgStore::flush`] has nothing left to do. A server with `fsync = off` cannot keep
-//! that promise; connecting to one logs a warning.
+//! **Durable.** Commits are asynchronous (`synchronous_commit = off` for userdrop's
+//! sessions): a step is visible to every daemon when its commit returns, and durable
+//! once [`PgStore::flush`] returns, which commits one marker transaction with
+//! `synchronous_commit = on` and so waits for the WAL flush (and the synchronous
+//! standbys, where configured) that covers every commit before it. That is sled's
+//! contract too (commit, then flush), and the pipeline writes no response before the
+//! flush; a daemon answering a group of small files pays one WAL flush for all of
+//! them, not one per file. A server crash before the flush loses those commits whole,
+//! as a crash of the daemon would lose the steps in hand. A server with `fsync = off`
+//! cannot keep the promise; connecting to one logs a warning.
 //!
 //! **One daemon per instance.** A writer takes a session-level advisory lock on the
 //! instance name (`pg_try_advisory_lock`), which PostgreSQL releases when the session
@@ -393,6 +398,9 @@ struct Inner {
     conn: Mutex<Option<Conn>>,
     /// Statements sent by commits: the bulk promise is tested on it.
     round_trips: AtomicU64,
+    /// Committed since the last [`PgStore::flush`]: commits are asynchronous, and
+    /// a flush with nothing to make durable costs no round trip.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 /// Why an attempt at a step failed.
@@ -594,6 +602,7 @@ impl PgStore {
                 me,
                 conn: Mutex::new(None),
                 round_trips: AtomicU64::new(0),
+                dirty: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         drop(store.conn()?);
@@ -664,10 +673,12 @@ impl PgStore {
             store: inner.name.clone(),
             reason: why(&e),
         };
-        // A commit must return only once it is on the server's stable storage, whatever
-        // the server's default (SPEC §2).
+        // Commits are asynchronous (visible at once, on disk within the server's
+        // wal_writer_delay), and `flush` makes all of them durable with one
+        // synchronous commit: a group of files then shares one WAL flush, as it shares
+        // one sled flush. No response is written before that flush (SPEC §2).
         client
-            .batch_execute("SET synchronous_commit TO on")
+            .batch_execute("SET synchronous_commit TO off")
             .map_err(db)?;
         // A daemon that dies (kill -9, its host lost) must not leave a session that
         // holds its instance and its rows for hours: the server looks for the client
@@ -851,6 +862,7 @@ impl PgStore {
         let Some(conn) = guard.as_mut() else {
             return Err(self.lost("no connection"));
         };
+        self.inner.dirty.store(true, Ordering::SeqCst);
         match f(conn) {
             Ok(v) => Ok(v),
             Err(Fail::Pg(e)) => Err(self.failure(&mut guard, e)),
@@ -1076,7 +1088,8 @@ impl PgStore {
     /// `emails` (`SELECT … FOR UPDATE`), hands them to `build`, which merges and
     /// returns the step (every user it writes must be among `emails`), then writes
     /// the step's users, its log chunk and the file's progress, and on the last step
-    /// the outbox entry, the history record and the totals. Durable on return.
+    /// the outbox entry, the history record and the totals. Visible to every session on
+    /// return; durable at the next [`PgStore::flush`].
     ///
     /// `build` may run more than once: when another daemon inserts one of the step's
     /// new users meanwhile, or on a deadlock, the transaction is rolled back and
@@ -1135,6 +1148,7 @@ impl PgStore {
         let trips = &self.inner.round_trips;
         let count = |n: u64| trips.fetch_add(n, Ordering::Relaxed);
         let st = &conn.st;
+        self.inner.dirty.store(true, Ordering::SeqCst);
         let mut tx = conn.client.transaction()?;
         count(1);
         let mut locked = Locked {
@@ -1242,9 +1256,30 @@ impl PgStore {
         Ok(log_len)
     }
 
-    /// Nothing to do: each commit returned only after PostgreSQL made it durable.
+    /// Makes every commit so far durable: a transaction that commits with
+    /// `synchronous_commit = on` returns once the WAL up to its commit record is
+    /// flushed (and, where configured, on the synchronous standbys), and the WAL is
+    /// one sequence: every earlier commit, of this session or another, is in it.
+    /// The marker must write WAL of its own: PostgreSQL does not wait for the flush of
+    /// a transaction that wrote none (`SELECT txid_current()` alone was tried: its
+    /// commit returned at once, and a server killed after it lost the commits before
+    /// it). It rewrites the one row of `format` as it is.
     pub fn flush(&self) -> Result<()> {
-        Ok(())
+        if !self.inner.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let flushed = self.with(|c| {
+            c.client.batch_execute(
+                "BEGIN; SET LOCAL synchronous_commit TO on; \
+                 UPDATE userdrop.format SET version = version; COMMIT",
+            )?;
+            Ok(())
+        });
+        if flushed.is_err() {
+            // Whatever was committed is still to be made durable, on the next try.
+            self.inner.dirty.store(true, Ordering::SeqCst);
+        }
+        flushed
     }
 
     /// Files of this instance whose response is due.
@@ -1345,6 +1380,7 @@ impl PgStore {
                 erased.push(email.clone());
             }
         }
+        self.flush()?;
         Ok(erased)
     }
 
@@ -1463,7 +1499,8 @@ impl PgStore {
             tx.execute("UPDATE userdrop.format SET restoring = true", &[])?;
             tx.commit()?;
             Ok(())
-        })
+        })?;
+        self.flush()
     }
 
     /// Writes restored users and this instance's history records, as they are, in
@@ -1513,7 +1550,8 @@ impl PgStore {
             tx.execute("UPDATE userdrop.format SET restoring = false", &[])?;
             tx.commit()?;
             Ok(())
-        })
+        })?;
+        self.flush()
     }
 }
 
