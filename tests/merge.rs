@@ -417,7 +417,7 @@ fn stats_counts_users_and_files_by_status() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(1), "{missing:?}");
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert!(stderr.contains(env.db().to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains(&env.store_named()), "{stderr}");
     for read in [&["get", "a@x.com"][..], &["export"]] {
         let out = userdrop()
             .args(read)

@@ -19,7 +19,7 @@ struct Env {
     files: Cell<u32>,
     /// The PostgreSQL database of the test (USERDROP_TEST_ENGINE=postgres), kept for
     /// as long as the test; `None` on sled.
-    _store: Option<String>,
+    _store: Option<common::Database>,
 }
 
 /// What one `import` of one file gave.

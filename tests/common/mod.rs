@@ -81,9 +81,22 @@ pub fn current_store() -> Option<String> {
     STORE.with(|s| s.borrow().clone())
 }
 
+/// A test's database on the shared cluster, dropped with it.
+pub struct Database {
+    pub name: String,
+    /// Its `postgres://` URL, as `--store` and `USERDROP_STORE` take it.
+    pub url: String,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        pg::shared().drop_database(&self.name);
+    }
+}
+
 /// On PostgreSQL, a new empty database, made the store of the commands built on this
-/// thread from now on; its connection string. `None` on sled.
-pub fn fresh_store() -> Option<String> {
+/// thread from now on. `None` on sled.
+pub fn fresh_store() -> Option<Database> {
     if !postgres() {
         return None;
     }
@@ -94,7 +107,7 @@ pub fn fresh_store() -> Option<String> {
     cluster.database(&name);
     let url = cluster.postgres_url(&name);
     STORE.with(|s| *s.borrow_mut() = Some(url.clone()));
-    Some(url)
+    Some(Database { name, url })
 }
 
 /// The variables that point a command at `store` (none on sled).
@@ -131,8 +144,8 @@ pub fn signal(child: &std::process::Child, signal: &str) {
 /// `data/` only the local copies), request files in `in/`.
 pub struct Env {
     pub dir: TempDir,
-    /// The PostgreSQL store's connection string; `None` on sled.
-    pub store: Option<String>,
+    /// The PostgreSQL store; `None` on sled.
+    pub store: Option<Database>,
 }
 
 impl Env {
@@ -148,7 +161,21 @@ impl Env {
     /// The variables that point a command at this store, for a test with two stores
     /// or a command built on another thread (none on sled).
     pub fn store_vars(&self) -> Vec<(&'static str, String)> {
-        store_vars(self.store.as_deref())
+        store_vars(self.store_url())
+    }
+
+    /// What an error about a missing store names it by: the `--db` folder on sled,
+    /// the database (the end of the URL the message shows) on PostgreSQL.
+    pub fn store_named(&self) -> String {
+        match &self.store {
+            None => self.db().display().to_string(),
+            Some(db) => format!("/{}: ", db.name),
+        }
+    }
+
+    /// The PostgreSQL store's URL; `None` on sled.
+    pub fn store_url(&self) -> Option<&str> {
+        self.store.as_ref().map(|s| s.url.as_str())
     }
 
     pub fn db(&self) -> PathBuf {
