@@ -110,6 +110,20 @@ pub fn fresh_store() -> Option<Database> {
     Some(Database { name, url })
 }
 
+thread_local! {
+    /// The databases of [`thread_store`], dropped when the test's thread ends.
+    static KEPT: RefCell<Vec<Database>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`fresh_store`] for a test without an `Env`: the database lives as long as the
+/// test's thread; its URL (`None` on sled).
+pub fn thread_store() -> Option<String> {
+    let db = fresh_store()?;
+    let url = db.url.clone();
+    KEPT.with(|k| k.borrow_mut().push(db));
+    Some(url)
+}
+
 /// The variables that point a command at `store` (none on sled).
 pub fn store_vars(store: Option<&str>) -> Vec<(&'static str, String)> {
     store
