@@ -20,6 +20,8 @@ impl Env {
 
     fn run(&self, command: &str, args: &[&str], fault: Option<&str>) -> Output {
         let mut cmd = userdrop();
+        // This Env's store, not the thread's latest: a test here may have two.
+        cmd.envs(self.store_vars());
         cmd.arg(command).arg("--db").arg(self.db()).args(args);
         if let Some(fault) = fault {
             cmd.env("USERDROP_FAULT", fault);
