@@ -50,7 +50,8 @@
 //! **One daemon per instance.** A writer takes a session-level advisory lock on the
 //! instance name (`pg_try_advisory_lock`), which PostgreSQL releases when the session
 //! ends, however it ends: a crashed daemon never leaves a stale lock. A second daemon
-//! with the same instance is refused at once, naming both processes. (Session locks
+//! with the same instance is refused within [`INSTANCE_LOCK_GRACE`] (the time a
+//! dead session's lock takes to be freed), naming both processes. (Session locks
 //! need a direct connection or session pooling, not a transaction-pooling proxy.)
 //!
 //! **A lost connection** is a crash of the file in hand: the operation returns
@@ -80,6 +81,10 @@ const ATTEMPTS: u32 = 20;
 
 /// Rows fetched per round trip by the readers that walk a whole table.
 const PAGE: i64 = 1000;
+
+/// How long a writer retries the instance lock before it is refused: a crashed
+/// session's lock is freed a moment after the crash.
+const INSTANCE_LOCK_GRACE: Duration = Duration::from_secs(2);
 
 /// The advisory lock that serialises schema creation and migration: two daemons
 /// starting at once on a new database must not both create the tables.
@@ -697,13 +702,23 @@ impl PgStore {
             reason: e.to_string(),
         };
         let instance = &inner.options.instance;
-        let got: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1)",
-                &[&instance_key(instance)],
-            )
-            .and_then(|r| r.try_get(0))
-            .map_err(db)?;
+        // The server frees a dead session's lock only once its backend notices the end
+        // of the connection, a moment after the crash: a daemon restarted at once (or
+        // the import after a killed one) waits that moment out instead of being refused.
+        let started = std::time::Instant::now();
+        let got = loop {
+            let got: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1)",
+                    &[&instance_key(instance)],
+                )
+                .and_then(|r| r.try_get(0))
+                .map_err(db)?;
+            if got || started.elapsed() >= INSTANCE_LOCK_GRACE {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         if !got {
             let holder: Option<String> = client
                 .query_opt(

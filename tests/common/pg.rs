@@ -259,7 +259,8 @@ impl Cluster {
     /// Drops the database `name`, its sessions ended first (`WITH (FORCE)`); best effort.
     pub fn drop_database(&self, name: &str) {
         if let Ok(mut admin) = postgres::Client::connect(&self.url("postgres"), postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+            let _ =
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
         }
     }
 
@@ -287,7 +288,14 @@ impl Cluster {
             .args(["-c", "listen_addresses="])
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
             .args(["-c", "full_page_writes=on"])
-            .args(["-c", if self.fast { "max_connections=100" } else { "max_connections=40" }])
+            .args([
+                "-c",
+                if self.fast {
+                    "max_connections=100"
+                } else {
+                    "max_connections=40"
+                },
+            ])
             .args(["-c", "shared_buffers=32MB"])
             .args(["-c", "log_min_messages=warning"])
             .current_dir(self.dir.path())
