@@ -7,7 +7,7 @@
 //! [`Env::new`] (or [`fresh_store`], for a test without an `Env`) creates a database
 //! of its own on one PostgreSQL cluster shared by the test binary ([`pg::shared`]),
 //! and every command [`userdrop`] and [`process`] build on that thread afterwards gets
-//! `USERDROP_STORE=<its URL>`. A command for another store, or built on another
+//! `USERDROP_STORE=<its URL>` (the latest one still alive). A command for another store, or built on another
 //! thread, takes the store's variables explicitly ([`Env::store_vars`], [`store_vars`]).
 //! [`sled_only`] skips the few tests of sled's own files and of the control socket.
 
@@ -71,14 +71,15 @@ pub fn postgres() -> bool {
 }
 
 thread_local! {
-    /// The store of the commands built on this thread: the latest [`fresh_store`].
-    static STORE: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The live databases made on this thread, the latest last: the commands built on
+    /// it use the latest, and a helper's `Env` dropped again gives the test's back.
+    static STORE: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The connection string of the store the commands built on this thread use; `None`
 /// on sled.
 pub fn current_store() -> Option<String> {
-    STORE.with(|s| s.borrow().clone())
+    STORE.with(|s| s.borrow().last().cloned())
 }
 
 /// A test's database on the shared cluster, dropped with it.
@@ -90,12 +91,14 @@ pub struct Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
+        // At the thread's end (thread_store), the stack may be gone already.
+        let _ = STORE.try_with(|s| s.borrow_mut().retain(|url| *url != self.url));
         pg::shared().drop_database(&self.name);
     }
 }
 
 /// On PostgreSQL, a new empty database, made the store of the commands built on this
-/// thread from now on. `None` on sled.
+/// thread from now on, until it is dropped. `None` on sled.
 pub fn fresh_store() -> Option<Database> {
     if !postgres() {
         return None;
@@ -106,7 +109,7 @@ pub fn fresh_store() -> Option<Database> {
     let cluster = pg::shared();
     cluster.database(&name);
     let url = cluster.postgres_url(&name);
-    STORE.with(|s| *s.borrow_mut() = Some(url.clone()));
+    STORE.with(|s| s.borrow_mut().push(url.clone()));
     Some(Database { name, url })
 }
 
