@@ -267,6 +267,7 @@ fn codes(entry: &Value) -> Vec<i64> {
 
 #[test]
 fn no_file_in_the_inbox_makes_the_daemon_panic_or_exit() {
+    common::thread_store();
     let dir = TempDir::new().unwrap();
     let inbox = dir.path().join("watch");
     fs::create_dir(&inbox).unwrap();
@@ -531,6 +532,7 @@ fn no_file_in_the_inbox_makes_the_daemon_panic_or_exit() {
 /// nothing, and its size limit is the default 512 MiB).
 #[test]
 fn deep_nesting_at_full_depth_is_judged_not_a_crash() {
+    common::thread_store();
     let dir = TempDir::new().unwrap();
     let files = deep_files(usize::MAX / 2);
     let mut paths = Vec::new();

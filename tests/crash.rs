@@ -68,13 +68,18 @@ fn round(rng: &mut Rng, prefix: &str) -> Vec<(String, Vec<u8>)> {
 /// A working folder with an inbox `watch/` and a store `data/`.
 struct Site {
     dir: PathBuf,
+    /// The PostgreSQL store of the site (USERDROP_TEST_ENGINE=postgres); `None` on sled.
+    store: Option<String>,
 }
 
 impl Site {
     fn new(root: &Path, name: &str) -> Site {
         let dir = root.join(name);
         fs::create_dir_all(dir.join("watch")).unwrap();
-        Site { dir }
+        Site {
+            dir,
+            store: common::thread_store(),
+        }
     }
 
     fn inbox(&self) -> PathBuf {
@@ -90,7 +95,8 @@ impl Site {
         cmd.current_dir(&self.dir)
             .arg(sub)
             .arg("--db")
-            .arg(self.db());
+            .arg(self.db())
+            .envs(common::store_vars(self.store.as_deref()));
         cmd
     }
 

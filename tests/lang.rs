@@ -39,6 +39,7 @@ impl Env {
     /// `userdrop import --db DATA [extra] FILE`: the exit code and the parsed response.
     fn import(&self, path: &Path, extra: &[&str]) -> (i32, Value) {
         let out = userdrop()
+            .envs(self.store_vars())
             .current_dir(self.dir.path())
             .arg("import")
             .arg("--db")
@@ -61,6 +62,7 @@ impl Env {
     /// for with a time limit; its exit code.
     fn run_once(&self, extra: &[&str]) -> i32 {
         let out = userdrop()
+            .envs(self.store_vars())
             .current_dir(self.dir.path())
             .arg("run")
             .arg("--watch")
@@ -83,6 +85,7 @@ impl Env {
     /// Whether `userdrop get EMAIL` finds the user.
     fn has_user(&self, email: &str) -> bool {
         let out = userdrop()
+            .envs(self.store_vars())
             .current_dir(self.dir.path())
             .args(["get", "--db"])
             .arg(self.db())

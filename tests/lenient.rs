@@ -188,6 +188,7 @@ impl Env {
     /// response written beside the file.
     fn import(&self, path: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (i32, Value) {
         let mut cmd = userdrop();
+        cmd.envs(self.store_vars());
         cmd.current_dir(self.dir.path())
             .env_remove("USERDROP_TYPES")
             .arg("import")
@@ -212,6 +213,7 @@ impl Env {
     /// `userdrop check --db DATA [extra] FILE`: the would-be response it prints.
     fn check(&self, path: &Path, extra: &[&str]) -> Value {
         let out = userdrop()
+            .envs(self.store_vars())
             .current_dir(self.dir.path())
             .env_remove("USERDROP_TYPES")
             .arg("check")
@@ -233,6 +235,7 @@ impl Env {
     /// `userdrop get EMAIL` as text (exact digits), or `None` when it exits 1.
     fn get_text(&self, email: &str) -> Option<String> {
         let out = userdrop()
+            .envs(self.store_vars())
             .args(["get", "--db"])
             .arg(self.db())
             .arg(email)

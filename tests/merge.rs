@@ -61,6 +61,7 @@ impl Env {
 
     fn import_path(&self, path: &Path) -> Outcome {
         let out = userdrop()
+            .envs(self.store_vars())
             .arg("import")
             .arg("--db")
             .arg(self.db())
@@ -89,6 +90,7 @@ impl Env {
 
     fn get(&self, email: &str) -> Option<Value> {
         let out = userdrop()
+            .envs(self.store_vars())
             .arg("get")
             .arg("--db")
             .arg(self.db())
@@ -109,6 +111,7 @@ impl Env {
 
     fn export_json(&self) -> Value {
         let out = userdrop()
+            .envs(self.store_vars())
             .arg("export")
             .arg("--db")
             .arg(self.db())
@@ -120,6 +123,7 @@ impl Env {
 
     fn stats(&self) -> Value {
         let out = userdrop()
+            .envs(self.store_vars())
             .arg("stats")
             .arg("--db")
             .arg(self.db())
@@ -417,7 +421,7 @@ fn stats_counts_users_and_files_by_status() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(1), "{missing:?}");
     let stderr = String::from_utf8_lossy(&missing.stderr);
-    assert!(stderr.contains(env.db().to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains(&env.store_named()), "{stderr}");
     for read in [&["get", "a@x.com"][..], &["export"]] {
         let out = userdrop()
             .args(read)

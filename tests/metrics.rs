@@ -103,6 +103,7 @@ impl Env {
 
     fn run_once(&self) -> i32 {
         let out = userdrop()
+            .envs(self.store_vars())
             // A malformed file is answered once it has settled, in `--once` too.
             .args(["run", "--once", "--settle", "300", "--watch"])
             .arg(self.inbox())
@@ -121,6 +122,7 @@ impl Env {
 
     fn stats(&self, json: bool) -> std::process::Output {
         let mut cmd = userdrop();
+        cmd.envs(self.store_vars());
         cmd.arg("stats").arg("--db").arg(self.db());
         if json {
             cmd.arg("--json");

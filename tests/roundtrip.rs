@@ -24,7 +24,9 @@ impl Env {
     /// Imports `text` as the file `name`; returns the exit code and the response.
     fn import_text(&self, name: &str, text: &str) -> (i32, Value) {
         let path = self.write_text(name, text);
+        // This Env's store, not the thread's latest: a test here has two.
         let out = userdrop()
+            .envs(self.store_vars())
             .arg("import")
             .arg("--db")
             .arg(self.db())
@@ -36,7 +38,9 @@ impl Env {
     }
 
     fn stdout(&self, args: &[&str]) -> String {
+        // This Env's store, not the thread's latest: a test here has two.
         let out = userdrop()
+            .envs(self.store_vars())
             .arg(args[0])
             .arg("--db")
             .arg(self.db())

@@ -2,6 +2,8 @@
 //! SPEC §6, checked end to end: every test runs the built `userdrop` binary on request
 //! files in a temporary folder and reads back the response files and `get` output.
 
+mod common;
+
 use assert_cmd::Command;
 use serde_json::{Value, json};
 use std::cell::Cell;
@@ -15,6 +17,9 @@ const EMAIL: &str = "ivan@mail.net";
 struct Env {
     dir: TempDir,
     files: Cell<u32>,
+    /// The PostgreSQL database of the test (USERDROP_TEST_ENGINE=postgres), kept for
+    /// as long as the test; `None` on sled.
+    _store: Option<common::Database>,
 }
 
 /// What one `import` of one file gave.
@@ -80,10 +85,9 @@ fn infos(entry: &Value) -> &Vec<Value> {
         .unwrap_or_else(|| panic!("log entry without info array: {entry}"))
 }
 
+/// The binary, on this test's store (common::userdrop).
 fn bin() -> Command {
-    let mut cmd = Command::cargo_bin("userdrop").expect("the userdrop binary");
-    cmd.env_remove("USERDROP_TOKENS").env_remove("RUST_LOG");
-    cmd
+    common::userdrop()
 }
 
 impl Env {
@@ -91,6 +95,7 @@ impl Env {
         Env {
             dir: TempDir::new().expect("a temporary folder"),
             files: Cell::new(0),
+            _store: common::fresh_store(),
         }
     }
 

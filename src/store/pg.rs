@@ -54,8 +54,10 @@
 //!
 //! **One daemon per instance.** A writer takes a session-level advisory lock on the
 //! instance name (`pg_try_advisory_lock`), which PostgreSQL releases when the session
-//! ends, however it ends: a crashed daemon never leaves a stale lock. A second daemon
-//! with the same instance is refused at once, naming both processes. (Session locks
+//! ends, however it ends. A second daemon with the same instance is refused at once,
+//! naming both processes, unless the holder is a process of this host that is gone
+//! (its session outlives it inside a statement): that session is ended and the lock
+//! waited for, up to [`STALE_HOLDER_WAIT`]. (Session locks
 //! need a direct connection or session pooling, not a transaction-pooling proxy.)
 //!
 //! **A lost connection** is a crash of the file in hand: the operation returns

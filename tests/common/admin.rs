@@ -16,6 +16,7 @@ impl Daemon {
         let socket = env.db().join("userdrop.sock");
         let _ = fs::remove_file(&socket);
         let child = process()
+            .envs(env.store_vars())
             .current_dir(env.dir.path())
             .args(["run", "--watch", "in", "--db", "data", "--settle", "300"])
             .stdout(Stdio::null())

@@ -150,6 +150,8 @@ pub struct Cluster {
     bin: PathBuf,
     owner: Option<(u32, u32)>,
     postmaster: Option<Child>,
+    /// The shared cluster of [`shared`]: in memory where it can be.
+    fast: bool,
 }
 
 impl Cluster {
@@ -172,12 +174,20 @@ impl Cluster {
             });
             return None;
         };
+        Some(Cluster::started(bin, false))
+    }
+
+    /// A new cluster of the binaries in `bin`, started.
+    fn started(bin: PathBuf, fast: bool) -> Cluster {
         let owner = owner();
         let template = template(&bin, owner);
-        let dir = tempfile::Builder::new()
-            .prefix("pg")
-            .tempdir()
-            .expect("a folder");
+        let shm = Path::new("/dev/shm");
+        let dir = if fast && shm.is_dir() {
+            tempfile::Builder::new().prefix("pg-shared").tempdir_in(shm)
+        } else {
+            tempfile::Builder::new().prefix("pg").tempdir()
+        }
+        .expect("a folder");
         chown(dir.path(), owner);
         let copied = Command::new("cp")
             .arg("-a")
@@ -193,9 +203,10 @@ impl Cluster {
             bin,
             owner,
             postmaster: None,
+            fast,
         };
         cluster.restart();
-        Some(cluster)
+        cluster
     }
 
     /// The folder of the server's socket.
@@ -209,6 +220,22 @@ impl Cluster {
             "host={} port=5432 user={USER} dbname={db}",
             self.socket_dir().display()
         )
+    }
+
+    /// The same as a `postgres://` URL, the only form `--store` takes: the socket's
+    /// folder is the host, percent-encoded.
+    pub fn postgres_url(&self, db: &str) -> String {
+        let host: String = self
+            .socket_dir()
+            .to_str()
+            .expect("a UTF-8 temp folder")
+            .chars()
+            .map(|c| match c {
+                c if c.is_ascii_alphanumeric() || "-._~".contains(c) => c.to_string(),
+                c => format!("%{:02X}", c as u32),
+            })
+            .collect();
+        format!("postgres://{USER}@{host}:5432/{db}")
     }
 
     /// A connection to the maintenance database, as the superuser.
@@ -227,6 +254,14 @@ impl Cluster {
             .batch_execute(&format!("CREATE DATABASE \"{name}\" ENCODING 'UTF8'"))
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
         self.url(name)
+    }
+
+    /// Drops the database `name`, its sessions ended first (`WITH (FORCE)`); best effort.
+    pub fn drop_database(&self, name: &str) {
+        if let Ok(mut admin) = postgres::Client::connect(&self.url("postgres"), postgres::NoTls) {
+            let _ =
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+        }
     }
 
     /// The server's log so far, for failure messages.
@@ -253,7 +288,15 @@ impl Cluster {
             .args(["-c", "listen_addresses="])
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
             .args(["-c", "full_page_writes=on"])
-            .args(["-c", "max_connections=40", "-c", "shared_buffers=32MB"])
+            .args([
+                "-c",
+                if self.fast {
+                    "max_connections=100"
+                } else {
+                    "max_connections=40"
+                },
+            ])
+            .args(["-c", "shared_buffers=32MB"])
             .args(["-c", "log_min_messages=warning"])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -353,4 +396,53 @@ fn children_of(parent: i32) -> Vec<i32> {
             stat_fields(pid).is_some_and(|f| f.get(1).and_then(|p| p.parse().ok()) == Some(parent))
         })
         .collect()
+}
+
+/// The cluster the pipeline's tests share when they run on PostgreSQL
+/// (`USERDROP_TEST_ENGINE=postgres`, see `super::Env`): one server per test binary,
+/// started on first use, a database per test. Its server is never killed (a test that
+/// kills the server starts a [`Cluster`] of its own), so its folder is in /dev/shm
+/// where that exists: its fsyncs are cheap there, and the server runs as configured
+/// as in production (`fsync = on`; userdrop warns of anything else on every command,
+/// which tests of stderr would see). A static is never dropped: the server is stopped and its
+/// folder removed when the test binary exits (atexit), a failed run included.
+///
+/// PostgreSQL is required here: a test asked to run on it does not pass without it.
+pub fn shared() -> &'static Cluster {
+    static SHARED: OnceLock<Cluster> = OnceLock::new();
+    static STOP: OnceLock<(i32, PathBuf)> = OnceLock::new();
+    extern "C" fn stop_shared() {
+        let Some(&(pid, ref dir)) = STOP.get() else {
+            return;
+        };
+        // SAFETY: kill and waitpid have no memory preconditions; the postmaster is
+        // our child, reaped here.
+        unsafe {
+            libc::kill(pid, libc::SIGQUIT);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut status = 0;
+            while libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
+                if Instant::now() > deadline {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+    SHARED.get_or_init(|| {
+        let bin = bin_dir().unwrap_or_else(|| {
+            panic!(
+                "USERDROP_TEST_ENGINE=postgres, but no PostgreSQL binaries (USERDROP_PG_BIN, /usr/lib/postgresql/*/bin, PATH): apt-get install -y postgresql"
+            )
+        });
+        let cluster = Cluster::started(bin, true);
+        let pid = cluster.postmaster.as_ref().expect("started").id() as i32;
+        let _ = STOP.set((pid, cluster.dir.path().to_path_buf()));
+        // SAFETY: registers a plain function with no captured state.
+        unsafe { libc::atexit(stop_shared) };
+        cluster
+    })
 }
