@@ -549,21 +549,6 @@ pub fn redacted(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
-/// `user@host:port/db`, from what the connection string says.
-fn describe(config: &Config) -> String {
-    use postgres::config::Host;
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        Some(Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "postgres://{}@{host}:{port}/{}",
-        config.get_user().unwrap_or(""),
-        config.get_dbname().unwrap_or("")
-    )
-}
 
 /// This process, as another one's refusal names it.
 fn whoami(instance: &str) -> String {
@@ -598,7 +583,7 @@ impl PgStore {
             .keepalives_idle(Duration::from_secs(30));
         let store = PgStore {
             inner: Arc::new(Inner {
-                name: describe(&config),
+                name: redacted(url),
                 config,
                 options,
                 me,
