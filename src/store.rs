@@ -275,9 +275,6 @@ pub struct Step<'a> {
     pub hold_below: usize,
 }
 
-/// Cheap to clone: clones share one open database (the daemon's control thread
-/// reads through one).
-
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
         key: "(encoding)".into(),
