@@ -47,16 +47,6 @@ const PROGRESS: u8 = b'p';
 const OUTBOX: u8 = b'o';
 const FILE: u8 = b'f';
 const LOG: u8 = b'l';
-/// The digest of a user: `h` email → the 16 bytes of its data hash, written in the
-/// batch of every write of its record. These keys sort together, some 45 bytes each
-/// where a record is several hundred, so their pages stay in sled's cache where the
-/// records' do not: an unchanged user costs one look-up there, and its record is not
-/// read at all.
-const DIGEST: u8 = b'h';
-/// Present once every user record has its digest (a store made by format 2, or one of
-/// format 1 whose digests were written at its open): a user without a digest is then
-/// known absent without a second look-up.
-const DIGESTS_COMPLETE: &[u8] = b"d";
 /// The one key of the running totals (see [`Totals`]).
 const TOTALS: &[u8] = b"t";
 /// Present while a restore fills the store (see [`SledStore::begin_restore`]): a store
@@ -81,8 +71,6 @@ pub struct SledStore {
     dirty: Arc<AtomicBool>,
     /// The steps of the file in hand held back (see [`Step::hold_below`]).
     held: Arc<Mutex<Option<Held>>>,
-    /// [`DIGESTS_COMPLETE`] is stored.
-    digests_complete: Arc<AtomicBool>,
 }
 
 /// Steps of one file committed to nobody yet: their users to write, and the
@@ -117,18 +105,8 @@ const HASHED: u8 = 1;
 /// A user record in the layout of format 2 (see [`record`]): the tag, xxh3-128 of the
 /// data's JSON ([`super::data_hash`], the hash both engines compare), the fields. The
 /// hash lets an unchanged re-import tell "nothing to do" without decoding the record.
-fn encode_user(user: &StoredUser) -> Result<(u128, Vec<u8>)> {
-    let hash = super::data_hash(&user.data)?;
-    Ok((hash, record::encode(user, hash)))
-}
-
-/// Puts a user's record and its digest in `batch`, as one write.
-fn put_user(batch: &mut sled::Batch, user: &StoredUser) -> Result<()> {
-    let email = user.data.email.as_str().as_bytes();
-    let (hash, record) = encode_user(user)?;
-    batch.insert(key(USER, email), record);
-    batch.insert(key(DIGEST, email), &hash.to_le_bytes()[..]);
-    Ok(())
+fn encode_user(user: &StoredUser) -> Result<Vec<u8>> {
+    Ok(record::encode(user, super::data_hash(&user.data)?))
 }
 
 /// A user record of either format: format 2's binary layout, or format 1's JSON
@@ -150,41 +128,23 @@ fn decode_user(k: &[u8], bytes: &[u8]) -> Result<StoredUser> {
     Ok(StoredUser { data, meta })
 }
 
-/// A stored user, read no further than needed: its digest alone when it has one (the
-/// record is fetched only to be decoded), or its record.
+/// A user record as sled holds it, decoded only when needed.
 pub struct RawUser {
     key: Vec<u8>,
-    found: Found,
-}
-
-enum Found {
-    Digest { hash: u128, db: sled::Db },
-    Record(sled::IVec),
+    bytes: sled::IVec,
 }
 
 impl RawUser {
     /// The hash of the data fields, for records that carry one.
     pub fn data_hash(&self) -> Option<u128> {
-        match &self.found {
-            Found::Digest { hash, .. } => Some(*hash),
-            Found::Record(bytes) => match bytes.first() {
-                Some(&record::BINARY | &HASHED) => record::hash(bytes),
-                _ => None,
-            },
+        match self.bytes.first() {
+            Some(&record::BINARY | &HASHED) => record::hash(&self.bytes),
+            _ => None,
         }
     }
 
     pub fn decode(&self) -> Result<StoredUser> {
-        match &self.found {
-            Found::Record(bytes) => decode_user(&self.key, bytes),
-            Found::Digest { db, .. } => match db.get(&self.key)? {
-                Some(bytes) => decode_user(&self.key, &bytes),
-                None => Err(StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&self.key).into_owned(),
-                    reason: "the user's digest is stored but not its record".into(),
-                }),
-            },
-        }
+        decode_user(&self.key, &self.bytes)
     }
 }
 
@@ -395,11 +355,9 @@ impl SledStore {
             gate: Arc::default(),
             dirty: Arc::new(AtomicBool::new(true)),
             held: Arc::default(),
-            digests_complete: Arc::default(),
         };
         store.remove_orphan_spools()?;
         store.start_totals()?;
-        store.complete_digests()?;
         // What sled wrote at open (its `conf` is never synced by sled itself) and the
         // folders just created are made durable before anything counts on them.
         store.flush()?;
@@ -430,8 +388,6 @@ impl SledStore {
             gate: Arc::default(),
             dirty: Arc::new(AtomicBool::new(true)),
             held: Arc::default(),
-            // Empty, and never written.
-            digests_complete: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -462,91 +418,8 @@ impl SledStore {
     }
 
     pub fn user_raw(&self, email: &Email) -> Result<Option<RawUser>> {
-        let email = email.as_str().as_bytes();
-        let user_key = key(USER, email);
-        if let Some(digest) = self.db.get(key(DIGEST, email))? {
-            let hash = <[u8; 16]>::try_from(&digest[..]).map_err(|_| StoreError::Corrupt {
-                key: String::from_utf8_lossy(&key(DIGEST, email)).into_owned(),
-                reason: format!("a digest of {} bytes, not 16", digest.len()),
-            })?;
-            let found = Found::Digest {
-                hash: u128::from_le_bytes(hash),
-                db: self.db.clone(),
-            };
-            return Ok(Some(RawUser {
-                key: user_key,
-                found,
-            }));
-        }
-        if self.digests_complete.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        Ok(self.db.get(&user_key)?.map(|bytes| RawUser {
-            key: user_key,
-            found: Found::Record(bytes),
-        }))
-    }
-
-    /// Writes the digest of every user record that has none (a store of format 1),
-    /// then marks the digests complete; a new store is marked at once. Batches of
-    /// 10 000, not one: a crash part-way leaves digests that are right, and the next
-    /// open writes the rest.
-    fn complete_digests(&self) -> Result<()> {
-        if self.db.contains_key(DIGESTS_COMPLETE)? {
-            self.digests_complete.store(true, Ordering::Relaxed);
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        let mut written = 0u64;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for item in self.db.scan_prefix([USER]) {
-            let (k, bytes) = item?;
-            let email = &k[1..];
-            if self.db.contains_key(key(DIGEST, email))? {
-                continue;
-            }
-            let raw = RawUser {
-                key: k.to_vec(),
-                found: Found::Record(bytes),
-            };
-            let hash = match raw.data_hash() {
-                Some(hash) => hash,
-                None => match raw.decode() {
-                    Ok(user) => super::data_hash(&user.data)?,
-                    // Left without a digest, it is still read (and reported) as it
-                    // was: the look-up falls back to the record while the mark is
-                    // absent, and the mark waits for it.
-                    Err(StoreError::Corrupt { key, reason }) => {
-                        tracing::warn!(
-                            key,
-                            reason,
-                            "a user record cannot be read; it keeps no digest"
-                        );
-                        return Ok(());
-                    }
-                    Err(e) => return Err(e),
-                },
-            };
-            batch.insert(key(DIGEST, email), &hash.to_le_bytes()[..]);
-            in_batch += 1;
-            written += 1;
-            if in_batch == 10_000 {
-                self.write().apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
-            }
-        }
-        batch.insert(DIGESTS_COMPLETE, &[][..]);
-        self.write().apply_batch(batch)?;
-        self.digests_complete.store(true, Ordering::Relaxed);
-        if written > 0 {
-            tracing::info!(
-                users = written,
-                ms = started.elapsed().as_millis() as u64,
-                "wrote the digests of the users of an older store"
-            );
-        }
-        Ok(())
+        let key = key(USER, email.as_str().as_bytes());
+        Ok(self.db.get(&key)?.map(|bytes| RawUser { key, bytes }))
     }
 
     /// Every user, sorted by email.
@@ -663,7 +536,10 @@ impl SledStore {
             self.spool.written(self.spool.path(step.path), created);
         }
         for user in &writes {
-            put_user(&mut batch, user)?;
+            batch.insert(
+                key(USER, user.data.email.as_str().as_bytes()),
+                encode_user(user)?,
+            );
         }
         match &step.done {
             None => {
@@ -850,7 +726,6 @@ impl SledStore {
                 let k = key(USER, email.as_str().as_bytes());
                 if self.db.contains_key(&k)? && !erased.contains(email) {
                     batch.remove(k);
-                    batch.remove(key(DIGEST, email.as_str().as_bytes()));
                     erased.push(email.clone());
                 }
             }
@@ -884,19 +759,10 @@ impl SledStore {
     pub fn begin_restore(&self, dir: &Path) -> Result<()> {
         if self.db.contains_key(RESTORING)? {
             self.write().clear()?;
-        } else {
-            // The mark of complete digests is all a new store holds.
-            for k in self.db.iter().keys() {
-                if *k? != *DIGESTS_COMPLETE {
-                    return Err(StoreError::NotEmpty(dir.to_path_buf()));
-                }
-            }
+        } else if self.db.iter().next().is_some() {
+            return Err(StoreError::NotEmpty(dir.to_path_buf()));
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(RESTORING, &[][..]);
-        // Every user restored comes with its digest.
-        batch.insert(DIGESTS_COMPLETE, &[][..]);
-        self.write().apply_batch(batch)?;
+        self.write().insert(RESTORING, &[])?;
         self.flush()
     }
 
@@ -904,7 +770,10 @@ impl SledStore {
     pub fn restore_batch(&self, users: &[StoredUser], files: &[FileRecord]) -> Result<()> {
         let mut batch = sled::Batch::default();
         for user in users {
-            put_user(&mut batch, user)?;
+            batch.insert(
+                key(USER, user.data.email.as_str().as_bytes()),
+                encode_user(user)?,
+            );
         }
         for file in files {
             batch.insert(path_key(FILE, &file.path), encode(file)?);
@@ -941,14 +810,7 @@ mod tests {
     fn raw(bytes: &[u8]) -> RawUser {
         RawUser {
             key: b"ua@b.co".to_vec(),
-            found: Found::Record(sled::IVec::from(bytes)),
-        }
-    }
-
-    fn bytes(raw: &RawUser) -> &[u8] {
-        match &raw.found {
-            Found::Record(bytes) => bytes,
-            Found::Digest { .. } => unreachable!("a record"),
+            bytes: sled::IVec::from(bytes),
         }
     }
 
@@ -969,8 +831,8 @@ mod tests {
         assert_eq!(hashed.data_hash(), Some(hash));
         assert_eq!(hashed.decode().unwrap(), user);
 
-        let new = raw(&encode_user(&user).unwrap().1);
-        assert_eq!(bytes(&new)[0], record::BINARY);
+        let new = raw(&encode_user(&user).unwrap());
+        assert_eq!(new.bytes[0], record::BINARY);
         assert_eq!(new.data_hash(), Some(hash));
         assert_eq!(new.decode().unwrap(), user);
         let mut other = user.data.clone();
@@ -982,7 +844,7 @@ mod tests {
     fn binary_records_keep_every_field_exactly() {
         let json = r#"[{"title":"Ünïcode \"q\"","email":"x.y+z@shop.example","phone":"+4915112345678","country":"DE","city":"Köln","address":"","discount_card":{"discount":12.50,"active":false,"date_limit":"2027-02-28","status":2},"customer_group_id":18446744073709551615,"balance":-0.1000000000000000000001e-3,"balance_currency":"EUR","manager_id":1,"site_link":"https://shop.example/a?b=c","company":"ACME","role":"","newsletter_subscription":true,"note":"line\nbreak"},{"created_at":"1969-12-31T23:59:59.123456789Z","updated_at":"2026-01-01T00:00:00Z","source_file":"a b.json"}]"#.as_bytes();
         let user = raw(json).decode().unwrap();
-        let (_, bytes) = encode_user(&user).unwrap();
+        let bytes = encode_user(&user).unwrap();
         let back = raw(&bytes).decode().unwrap();
         assert_eq!(back, user);
         let balance = back.data.balance.as_ref().map(|n| n.as_str());
@@ -1002,36 +864,5 @@ mod tests {
             flipped[i] ^= 0xff;
             let _ = raw(&flipped).decode();
         }
-    }
-
-    #[test]
-    fn an_older_store_gains_the_digests_of_its_users_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let json = br#"[{"title":"T","email":"a@b.co"},{"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","source_file":"a.json"}]"#;
-        let email = Email::parse("a@b.co").unwrap();
-        {
-            // What format 1 left: records without digests, and no mark.
-            let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
-            store.db.insert(b"ua@b.co", &json[..]).unwrap();
-            store.db.remove(DIGESTS_COMPLETE).unwrap();
-            store.db.flush().unwrap();
-        }
-        let store = SledStore::open(dir.path(), &StoreOptions::default()).unwrap();
-        assert!(store.db.contains_key(DIGESTS_COMPLETE).unwrap());
-        let raw = store.user_raw(&email).unwrap().unwrap();
-        assert!(matches!(raw.found, Found::Digest { .. }));
-        let user = raw.decode().unwrap();
-        assert_eq!(raw.data_hash(), Some(data_hash(&user.data).unwrap()));
-        assert_eq!(store.user_count().unwrap(), 1);
-
-        assert_eq!(
-            store.delete(std::slice::from_ref(&email)).unwrap(),
-            vec![email.clone()]
-        );
-        assert!(store.user_raw(&email).unwrap().is_none());
-        assert!(
-            !store.db.contains_key(b"ha@b.co").unwrap(),
-            "the digest went too"
-        );
     }
 }
