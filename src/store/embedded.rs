@@ -8,7 +8,7 @@
 //!
 //! | key                         | value                                          |
 //! |-----------------------------|------------------------------------------------|
-//! | `u` email                   | a user: hash of data, JSON `[data, meta]`      |
+//! | `u` email                   | a user: hash of data, binary record ([`record`]) |
 //! | `p` path                    | [`Progress`] of a file being applied           |
 //! | `o` path                    | outbox: a [`FileRecord`] whose response is due |
 //! | `f` path                    | history: the [`FileRecord`] of the last run    |
