@@ -94,6 +94,12 @@ impl Phone {
     }
 }
 
+impl Phone {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for Phone {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
@@ -117,6 +123,12 @@ impl Currency {
         let code = input.trim();
         (code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()))
             .then(|| Currency(code.to_ascii_uppercase()))
+    }
+}
+
+impl Currency {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -144,6 +156,12 @@ impl SiteLink {
         let url = url::Url::parse(text).ok()?;
         let web = matches!(url.scheme(), "http" | "https") && url.host().is_some();
         web.then(|| SiteLink(text.to_owned()))
+    }
+}
+
+impl SiteLink {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

@@ -7,13 +7,21 @@
 //! recovers its log and rewrites `conf`), and a store refused must be left untouched.
 //! A store without the file was made before versions were recorded; its layout is
 //! version 1, and the file is written the first time it is opened.
+//!
+//! Version 2 writes users in a compact binary record and reads version 1's JSON
+//! records as they are, so a store of version 1 is moved to version 2 at its open by
+//! writing the file alone (see `store::embedded`): nothing is rewritten, and from then
+//! on a binary that reads only version 1 refuses it.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// The format this binary reads and writes.
-pub const CURRENT: u32 = 1;
+/// The format this binary writes.
+pub const CURRENT: u32 = 2;
+
+/// The oldest format this binary still opens (and moves to [`CURRENT`]).
+const OLDEST: u32 = 1;
 
 /// The file's name in the store folder.
 const FILE: &str = "format";
@@ -22,7 +30,7 @@ const FILE: &str = "format";
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
     #[error(
-        "the store {path} is in format version {found}, which this userdrop ({binary}) does not know: it reads version {CURRENT}. Run the userdrop that wrote it, or move the store: `userdrop backup FILE` with that binary, then `userdrop restore FILE` with this one into an empty --db"
+        "the store {path} is in format version {found}, which this userdrop ({binary}) does not know: it reads version {CURRENT} (and older ones from {OLDEST}). Run the userdrop that wrote it, or move the store: `userdrop backup FILE` with that binary, then `userdrop restore FILE` with this one into an empty --db"
     )]
     Unknown {
         path: PathBuf,
@@ -53,8 +61,10 @@ pub fn owner_hint(e: &io::Error) -> &'static str {
 /// What a store folder says of its format, read without writing anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recorded {
-    /// No file: a new store, or one made before versions were recorded.
+    /// No file: a new store, or one made before versions were recorded (version 1).
     Nothing,
+    /// An older version this binary reads, to be recorded as [`CURRENT`] once open.
+    Older(u32),
     Current,
 }
 
@@ -75,6 +85,8 @@ pub fn check(dir: &Path) -> Result<Recorded, FormatError> {
     };
     if found == CURRENT {
         Ok(Recorded::Current)
+    } else if (OLDEST..CURRENT).contains(&found) {
+        Ok(Recorded::Older(found))
     } else {
         Err(FormatError::Unknown {
             path: dir.to_path_buf(),
@@ -131,6 +143,19 @@ mod tests {
         assert_eq!(check(dir.path()).expect("no file"), Recorded::Nothing);
         record(dir.path()).expect("recorded");
         assert_eq!(check(dir.path()).expect("read"), Recorded::Current);
+        assert_eq!(
+            fs::read_to_string(dir.path().join(FILE)).expect("read"),
+            "2\n"
+        );
+    }
+
+    #[test]
+    fn an_older_version_is_read() {
+        let dir = tempfile::tempdir().expect("a folder");
+        fs::write(dir.path().join(FILE), "1\n").expect("written");
+        assert_eq!(check(dir.path()).expect("read"), Recorded::Older(1));
+        fs::write(dir.path().join(FILE), "0\n").expect("written");
+        assert!(check(dir.path()).is_err(), "no version 0 was ever written");
     }
 
     #[test]
@@ -139,7 +164,7 @@ mod tests {
         fs::write(dir.path().join(FILE), "7\n").expect("written");
         let e = check(dir.path()).unwrap_err().to_string();
         assert!(
-            e.contains("format version 7") && e.contains("reads version 1"),
+            e.contains("format version 7") && e.contains("reads version 2"),
             "{e}"
         );
         assert!(

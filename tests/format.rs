@@ -58,23 +58,30 @@ fn every_store_records_its_format_and_an_old_one_gains_it() {
     let env = Env::new();
     import(&env);
     let format = env.db().join("format");
-    assert_eq!(fs::read_to_string(&format).unwrap(), "1\n");
-    // A store made before versions were recorded is version 1.
-    fs::remove_file(&format).unwrap();
-    let out = userdrop()
-        .args(["get", "a@shop.example", "--db"])
-        .arg(env.db())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(fs::read_to_string(&format).unwrap(), "1\n");
+    assert_eq!(fs::read_to_string(&format).unwrap(), "2\n");
+    // A store made before versions were recorded is version 1, and version 1 is read
+    // and moved to version 2 at its open.
+    for older in [None, Some("1\n")] {
+        match older {
+            None => fs::remove_file(&format).unwrap(),
+            Some(text) => fs::write(&format, text).unwrap(),
+        }
+        let out = userdrop()
+            .args(["get", "a@shop.example", "--db"])
+            .arg(env.db())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"title\": \"A\""));
+        assert_eq!(fs::read_to_string(&format).unwrap(), "2\n");
+    }
 }
 
 #[test]
 fn a_store_from_the_future_is_refused_and_left_untouched() {
     let env = Env::new();
     import(&env);
-    fs::write(env.db().join("format"), "2\n").unwrap();
+    fs::write(env.db().join("format"), "3\n").unwrap();
     let before = snapshot(&env.db());
     let commands: [&[&str]; 4] = [
         &["get", "a@shop.example"],
@@ -92,8 +99,8 @@ fn a_store_from_the_future_is_refused_and_left_untouched() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(
-            said.contains("format version 2")
-                && said.contains("reads version 1")
+            said.contains("format version 3")
+                && said.contains("reads version 2")
                 && said.contains("userdrop backup")
                 && said.contains("userdrop restore"),
             "{args:?}: {said}"

@@ -8,7 +8,7 @@
 //!
 //! | key                         | value                                          |
 //! |-----------------------------|------------------------------------------------|
-//! | `u` email                   | a user: hash of data, JSON `[data, meta]`      |
+//! | `u` email                   | a user: hash of data, binary record ([`record`]) |
 //! | `p` path                    | [`Progress`] of a file being applied           |
 //! | `o` path                    | outbox: a [`FileRecord`] whose response is due |
 //! | `f` path                    | history: the [`FileRecord`] of the last run    |
@@ -95,29 +95,32 @@ fn path_key(prefix: u8, path: &Path) -> Vec<u8> {
     key(prefix, path.as_os_str().as_bytes())
 }
 
-/// The first byte of a user record that starts with the hash of its data fields.
-/// (Records without it, JSON from the first versions, start with `[`.)
+mod record;
+
+/// The first byte of a format-1 user record that starts with the hash of its data
+/// fields. (Format-1 records without it, JSON from the first versions, start with `[`;
+/// format 2 writes [`record::BINARY`].)
 const HASHED: u8 = 1;
 
-/// A user record: [`HASHED`], xxh3-128 of the data's JSON (16 bytes, little end
-/// first), then JSON `[data, meta]`. The hash lets an unchanged re-import tell
-/// "nothing to do" without decoding the record.
+/// A user record in the layout of format 2 (see [`record`]): the tag, xxh3-128 of the
+/// data's JSON ([`super::data_hash`], the hash both engines compare), the fields. The
+/// hash lets an unchanged re-import tell "nothing to do" without decoding the record.
 fn encode_user(user: &StoredUser) -> Result<Vec<u8>> {
-    let data = encode(&user.data)?;
-    let meta = encode(&user.meta)?;
-    let mut v = Vec::with_capacity(20 + data.len() + meta.len());
-    v.push(HASHED);
-    v.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes());
-    v.push(b'[');
-    v.extend_from_slice(&data);
-    v.push(b',');
-    v.extend_from_slice(&meta);
-    v.push(b']');
-    Ok(v)
+    Ok(record::encode(user, super::data_hash(&user.data)?))
 }
 
+/// A user record of either format: format 2's binary layout, or format 1's JSON
+/// `[data, meta]` with or without the [`HASHED`] prefix. A store is not rewritten when
+/// it moves to format 2 (see ARCHITECTURE.md, "Store layout"): its old records are
+/// read as they are until their users are written again.
 fn decode_user(k: &[u8], bytes: &[u8]) -> Result<StoredUser> {
     let json = match bytes.split_first() {
+        Some((&record::BINARY, _)) => {
+            return record::decode(bytes).map_err(|reason| StoreError::Corrupt {
+                key: String::from_utf8_lossy(k).into_owned(),
+                reason,
+            });
+        }
         Some((&HASHED, rest)) if rest.len() > 16 => &rest[16..],
         _ => bytes,
     };
@@ -134,11 +137,8 @@ pub struct RawUser {
 impl RawUser {
     /// The hash of the data fields, for records that carry one.
     pub fn data_hash(&self) -> Option<u128> {
-        match self.bytes.split_first() {
-            Some((&HASHED, rest)) => rest
-                .get(..16)
-                .and_then(|h| <[u8; 16]>::try_from(h).ok())
-                .map(u128::from_le_bytes),
+        match self.bytes.first() {
+            Some(&record::BINARY | &HASHED) => record::hash(&self.bytes),
             _ => None,
         }
     }
@@ -361,7 +361,14 @@ impl SledStore {
         // What sled wrote at open (its `conf` is never synced by sled itself) and the
         // folders just created are made durable before anything counts on them.
         store.flush()?;
-        if recorded == version::Recorded::Nothing {
+        // A store of an older version is read as it is (format 1's records decode
+        // beside format 2's): recording the new version is all its move takes, and
+        // it comes after the open succeeded, so a store that cannot open stays as
+        // the older binary left it.
+        if recorded != version::Recorded::Current {
+            if let version::Recorded::Older(found) = recorded {
+                tracing::info!(store = %dir.display(), from = found, to = version::CURRENT, "store format moved to the current version; its records are read as they are");
+            }
             version::record(dir).map_err(|e| StoreError::Durable {
                 path: dir.to_path_buf(),
                 source: e,
@@ -800,25 +807,62 @@ mod tests {
     use super::*;
     use crate::store::data_hash;
 
+    fn raw(bytes: &[u8]) -> RawUser {
+        RawUser {
+            key: b"ua@b.co".to_vec(),
+            bytes: sled::IVec::from(bytes),
+        }
+    }
+
     #[test]
     fn user_records_carry_the_hash_of_their_data_and_old_records_still_read() {
-        let record = br#"[{"title":"T","email":"a@b.co"},{"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","source_file":"a.json"}]"#;
-        let old = RawUser {
-            key: b"ua@b.co".to_vec(),
-            bytes: sled::IVec::from(&record[..]),
-        };
+        let json = br#"[{"title":"T","email":"a@b.co"},{"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","source_file":"a.json"}]"#;
+        let old = raw(json);
         assert_eq!(old.data_hash(), None, "a record from before the hash");
         let user = old.decode().unwrap();
         assert_eq!(user.data.title, "T");
 
-        let new = RawUser {
-            key: b"ua@b.co".to_vec(),
-            bytes: sled::IVec::from(encode_user(&user).unwrap()),
-        };
-        assert_eq!(new.data_hash(), Some(data_hash(&user.data).unwrap()));
+        // Format 1 with its hash: the prefix byte, the hash, the JSON.
+        let hash = data_hash(&user.data).unwrap();
+        let mut hashed = vec![HASHED];
+        hashed.extend_from_slice(&hash.to_le_bytes());
+        hashed.extend_from_slice(json);
+        let hashed = raw(&hashed);
+        assert_eq!(hashed.data_hash(), Some(hash));
+        assert_eq!(hashed.decode().unwrap(), user);
+
+        let new = raw(&encode_user(&user).unwrap());
+        assert_eq!(new.bytes[0], record::BINARY);
+        assert_eq!(new.data_hash(), Some(hash));
         assert_eq!(new.decode().unwrap(), user);
         let mut other = user.data.clone();
         other.title = "U".into();
         assert_ne!(new.data_hash(), Some(data_hash(&other).unwrap()));
+    }
+
+    #[test]
+    fn binary_records_keep_every_field_exactly() {
+        let json = r#"[{"title":"Ünïcode \"q\"","email":"x.y+z@shop.example","phone":"+4915112345678","country":"DE","city":"Köln","address":"","discount_card":{"discount":12.50,"active":false,"date_limit":"2027-02-28","status":2},"customer_group_id":18446744073709551615,"balance":-0.1000000000000000000001e-3,"balance_currency":"EUR","manager_id":1,"site_link":"https://shop.example/a?b=c","company":"ACME","role":"","newsletter_subscription":true,"note":"line\nbreak"},{"created_at":"1969-12-31T23:59:59.123456789Z","updated_at":"2026-01-01T00:00:00Z","source_file":"a b.json"}]"#.as_bytes();
+        let user = raw(json).decode().unwrap();
+        let bytes = encode_user(&user).unwrap();
+        let back = raw(&bytes).decode().unwrap();
+        assert_eq!(back, user);
+        let balance = back.data.balance.as_ref().map(|n| n.as_str());
+        assert_eq!(balance, Some("-0.1000000000000000000001e-3"));
+        assert_eq!(encode(&back.data).unwrap(), encode(&user.data).unwrap());
+        assert!(bytes.len() < json.len(), "{} bytes", bytes.len());
+
+        // A damaged record is refused, whatever was cut or flipped, never a panic.
+        for end in 0..bytes.len() {
+            assert!(raw(&bytes[..end]).decode().is_err(), "cut at {end}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(raw(&longer).decode().is_err());
+        for i in record::HEAD..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0xff;
+            let _ = raw(&flipped).decode();
+        }
     }
 }

@@ -549,7 +549,6 @@ pub fn redacted(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
-
 /// This process, as another one's refusal names it.
 fn whoami(instance: &str) -> String {
     let host = this_host();
