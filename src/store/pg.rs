@@ -242,6 +242,21 @@ impl PgOptions {
 struct Conn {
     client: Client,
     st: Statements,
+    /// The other statements, prepared on first use: a small file runs a few of
+    /// them (its progress, its outbox entry, its log), and each unprepared one would
+    /// cost a round trip more.
+    cached: HashMap<String, Statement>,
+}
+
+impl Conn {
+    fn cached(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
+        if let Some(statement) = self.cached.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.cached.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
 }
 
 /// The statements of the hot path, prepared once per connection: an unprepared
@@ -255,8 +270,9 @@ struct Statements {
     put_log: Statement,
     put_progress: Statement,
     delete_progress: Statement,
-    put_outbox: Statement,
-    put_file: Statement,
+    /// A file's last step: its progress removed, its outbox entry and history record
+    /// written, in one statement (one round trip, not three).
+    finish: Statement,
     lock_totals: Statement,
     put_totals: Statement,
 }
@@ -301,8 +317,14 @@ impl Statements {
             put_progress: client.prepare(&record("progress"))?,
             delete_progress: client
                 .prepare("DELETE FROM userdrop.progress WHERE instance = $1 AND path = $2")?,
-            put_outbox: client.prepare(&record("outbox"))?,
-            put_file: client.prepare(&record("files"))?,
+            finish: client.prepare(
+                "WITH gone AS (DELETE FROM userdrop.progress WHERE instance = $1 AND path = $2), \
+                 due AS (INSERT INTO userdrop.outbox (instance, path, record) \
+                 VALUES ($1, $2, $3::text::json) \
+                 ON CONFLICT (instance, path) DO UPDATE SET record = EXCLUDED.record) \
+                 INSERT INTO userdrop.files (instance, path, record) VALUES ($1, $2, $3::text::json) \
+                 ON CONFLICT (instance, path) DO UPDATE SET record = EXCLUDED.record",
+            )?,
             lock_totals: client
                 .prepare("SELECT record::text FROM userdrop.totals FOR UPDATE")?,
             put_totals: client.prepare(
@@ -707,7 +729,11 @@ impl PgStore {
             self.lock_instance(&mut client)?;
         }
         let st = Statements::prepare(&mut client).map_err(db)?;
-        Ok(Conn { client, st })
+        Ok(Conn {
+            client,
+            st,
+            cached: HashMap::new(),
+        })
     }
 
     /// Creates the schema if the options allow and there is none; checks its version.
@@ -974,8 +1000,9 @@ impl PgStore {
         let sql =
             format!("SELECT record::text FROM userdrop.{table} WHERE instance = $1 AND path = $2");
         let text: Option<String> = self.with(|c| {
+            let statement = c.cached(&sql)?;
             Ok(c.client
-                .query_opt(&sql, &[&self.instance(), &path_bytes(path)])?
+                .query_opt(&statement, &[&self.instance(), &path_bytes(path)])?
                 .map(|r| r.try_get(0))
                 .transpose()?)
         })?;
@@ -1218,10 +1245,8 @@ impl PgStore {
                     log_len,
                     ..record.clone()
                 })?;
-                count(4);
-                tx.execute(&st.delete_progress, &[&instance, &path])?;
-                tx.execute(&st.put_outbox, &[&instance, &path, &value])?;
-                tx.execute(&st.put_file, &[&instance, &path, &value])?;
+                count(2);
+                tx.execute(&st.finish, &[&instance, &path, &value])?;
                 // Locked last, after every user: the one row all daemons' last steps
                 // share.
                 let text: Option<String> = tx
@@ -1288,11 +1313,12 @@ impl PgStore {
         Box::new(std::iter::from_fn(move || {
             let after = next.take()?;
             let row = self.with(|c| {
-                Ok(c.client.query_opt(
+                let statement = c.cached(
                     "SELECT seq, entries::text FROM userdrop.logs \
                      WHERE instance = $1 AND path = $2 AND seq > $3 ORDER BY seq LIMIT 1",
-                    &[&self.instance(), &path_bytes(&path), &after],
-                )?)
+                )?;
+                Ok(c.client
+                    .query_opt(&statement, &[&self.instance(), &path_bytes(&path), &after])?)
             });
             let row = match row {
                 Ok(row) => row?,
