@@ -19,11 +19,12 @@
 //! Each case gets a new database. `pg_stat_statements` and `pg_stat_wal` are read after
 //! each PostgreSQL case and printed: where the server's time went.
 
+mod common;
 #[path = "../examples/gen.rs"]
 mod generator;
+use common::{disk_usage, mib, vm_hwm_kib, write_request_file};
 
 use std::fs;
-use std::io::{BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -212,35 +213,6 @@ fn timed(args: &[String], cwd: &Path) -> (f64, u64) {
         fs::read_to_string(cwd.join("userdrop.stderr")).unwrap_or_default()
     );
     (elapsed, peak)
-}
-
-fn vm_hwm_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn write_request_file(path: &Path, first: u64, users: u64) {
-    let mut out = BufWriter::new(fs::File::create(path).expect("create a request"));
-    generator::write_request(&mut out, first, users).expect("write a request");
-    out.flush().expect("write a request");
-}
-
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(meta) = entry.metadata() else { continue };
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.blocks() * 512
-        };
-    }
-    total
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {

@@ -15,8 +15,10 @@
 //! `--dir DIR` puts the work folders there (default: the system's temp folder). Timing
 //! lives here, never in `cargo test`.
 
+mod common;
 #[path = "../examples/gen.rs"]
 mod generator;
+use common::{disk_usage, mib, vm_hwm_kib, write_request_file};
 
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -149,36 +151,6 @@ fn timed(args: &[&str], cwd: &Path) -> (Duration, u64) {
         "userdrop {args:?} failed: {status:?}"
     );
     (elapsed, peak)
-}
-
-fn vm_hwm_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn write_request_file(path: &Path, first: u64, users: u64) {
-    let mut out = BufWriter::new(fs::File::create(path).expect("create a request"));
-    generator::write_request(&mut out, first, users).expect("write a request");
-    out.flush().expect("write a request");
-}
-
-/// Bytes the folder takes on disk (allocated blocks).
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(meta) = entry.metadata() else { continue };
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.blocks() * 512
-        };
-    }
-    total
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 // ---- the floors of the big file: typed parse + sled, nothing else ----
