@@ -13,7 +13,7 @@
 mod common;
 
 use common::process;
-use common::requests::{Model, Rng, big_file, normalise, seed_from_env, small_file};
+use common::requests::{Model, Rng, big_file, seed_from_env, small_file};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
@@ -154,32 +154,6 @@ impl Site {
 
     fn all_answered(&self, requests: &[String]) -> bool {
         requests.iter().all(|r| self.response_path(r).exists())
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// The model (tests/common/requests.rs): each response's code-0 users, merged in name
-// order.
-
-impl Model {
-    fn apply(&mut self, name: &str, request: &Value, response: &Value) {
-        if response["status"] == "ERROR" {
-            self.error_files += 1;
-            return;
-        }
-        let users = request["users"].as_array().unwrap();
-        let log = response["response"]["log"].as_array().unwrap();
-        assert_eq!(log.len(), users.len(), "{name}: one log entry per user");
-        for (user, entry) in users.iter().zip(log) {
-            let info = entry["info"].as_array().unwrap();
-            if !(info.len() == 1 && info[0]["code"] == 0) {
-                self.rejected += 1;
-                continue;
-            }
-            let message = info[0]["message"].as_str().unwrap();
-            let email = normalise("email", user["email"].as_str().unwrap());
-            self.merge(name, email, user, message);
-        }
     }
 }
 
@@ -418,7 +392,7 @@ fn check(root: &Path, site: &Site, requests: &[String]) -> Outcome {
                 .push(format!("{name}: {}", first_difference(&expected, &crashed)));
         }
         let request = read_json(&site.inbox().join(name)).unwrap_or(Value::Null);
-        outcome.model.apply(name, &request, &crashed);
+        outcome.model.apply_response(name, &request, &crashed);
     }
 
     let export: Value = serde_json::from_slice(&site.export("json")).expect("export json");

@@ -216,31 +216,6 @@ fn ndjson_users(bytes: &[u8]) -> BTreeMap<String, (Map<String, Value>, String, S
     users
 }
 
-// ---------------------------------------------------------------------------------
-// The model of one daemon's files (tests/common/requests.rs), as in tests/crash.rs.
-
-impl Model {
-    fn apply(&mut self, name: &str, request: &Value, response: &Value) {
-        if response["status"] == "ERROR" {
-            self.error_files += 1;
-            return;
-        }
-        let users = request["users"].as_array().unwrap();
-        let log = response["response"]["log"].as_array().unwrap();
-        assert_eq!(log.len(), users.len(), "{name}: one log entry per user");
-        for (user, entry) in users.iter().zip(log) {
-            let info = entry["info"].as_array().unwrap();
-            if !(info.len() == 1 && info[0]["code"] == 0) {
-                self.rejected += 1;
-                continue;
-            }
-            let message = info[0]["message"].as_str().unwrap();
-            let email = normalise("email", user["email"].as_str().unwrap());
-            self.merge(name, email, user, message);
-        }
-    }
-}
-
 /// Everything in which `site`'s store differs from `model` (data and source_file).
 fn differences(model: &Model, site: &Site) -> Vec<String> {
     let stored = ndjson_users(&site.export("ndjson"));
@@ -390,6 +365,7 @@ fn two_daemons_on_one_store_lose_no_update() {
     // daemons change for the same users.
     let mut rng = Rng::new(seed());
     let mut names: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
+    let mut batches = Vec::new();
     for (s, side) in sides.iter().enumerate() {
         let mut files = Vec::new();
         for i in 0..FLEET_FILES {
@@ -401,11 +377,21 @@ fn two_daemons_on_one_store_lose_no_update() {
             files.push((name.clone(), serde_json::to_vec_pretty(&request).unwrap()));
             names[s].push(name);
         }
-        sites[s].add(&files);
+        batches.push(files);
     }
 
-    // Small steps: many transactions of each daemon interleave on the same rows.
+    // Small steps: many transactions of each daemon interleave on the same rows. The
+    // files arrive once both daemons watch: one slow to start (a busy machine) would
+    // otherwise find the other done, and nothing would interleave.
     let mut daemons: Vec<Child> = sites.iter().map(|s| s.daemon("3")).collect();
+    wait_until(50, "both daemons watching", &[&sites[0], &sites[1]], || {
+        sites
+            .iter()
+            .all(|s| s.daemon_log().contains("watching the inbox"))
+    });
+    for (site, files) in sites.iter().zip(&batches) {
+        site.add(files);
+    }
     wait_until(50, "every response", &[&sites[0], &sites[1]], || {
         sites.iter().zip(&names).all(|(s, n)| s.all_answered(n))
     });
@@ -617,7 +603,7 @@ fn sigkill_of_the_daemon_on_postgres_loses_and_doubles_nothing() {
 
     let mut model = Model::default();
     for name in &requests {
-        model.apply(name, &site.request(name), &site.response(name));
+        model.apply_response(name, &site.request(name), &site.response(name));
     }
     let problems = differences(&model, &site);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -693,7 +679,7 @@ fn a_killed_server_mid_file_is_waited_out_and_the_file_resumes() {
     same_responses_as_clean_sled(root.path(), &site, &requests, "100");
     let mut model = Model::default();
     for name in &requests {
-        model.apply(name, &site.request(name), &site.response(name));
+        model.apply_response(name, &site.request(name), &site.response(name));
     }
     let problems = differences(&model, &site);
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -255,6 +255,29 @@ pub struct Model {
 }
 
 impl Model {
+    /// Applies one answered request, as its response says: nothing of a file
+    /// answered `ERROR`, and of the others each user whose log entry is a single
+    /// code 0.
+    pub fn apply_response(&mut self, name: &str, request: &Value, response: &Value) {
+        if response["status"] == "ERROR" {
+            self.error_files += 1;
+            return;
+        }
+        let users = request["users"].as_array().unwrap();
+        let log = response["response"]["log"].as_array().unwrap();
+        assert_eq!(log.len(), users.len(), "{name}: one log entry per user");
+        for (user, entry) in users.iter().zip(log) {
+            let info = entry["info"].as_array().unwrap();
+            if !(info.len() == 1 && info[0]["code"] == 0) {
+                self.rejected += 1;
+                continue;
+            }
+            let message = info[0]["message"].as_str().unwrap();
+            let email = normalise("email", user["email"].as_str().unwrap());
+            self.merge(name, email, user, message);
+        }
+    }
+
     /// Merges `user`, answered with a single code 0 and `message` by the request
     /// `name`, into the record of `email` (normalised); returns that record.
     pub fn merge(
