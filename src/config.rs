@@ -201,7 +201,7 @@ impl Layer<'_> {
             f.instance.clone().map(Some),
             |i| {
                 i.clone()
-                    .unwrap_or_else(|| format!("(host name: {})", crate::options::host_name()))
+                    .unwrap_or_else(|| format!("(host name: {})", crate::store::pg::host_name()))
             },
         );
         self.pick("cache_mb", &mut c.cache_mb, f.cache_mb, u64::to_string);

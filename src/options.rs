@@ -289,7 +289,9 @@ impl Common {
 
     /// This host's instance name on a shared store.
     pub fn instance_name(&self) -> String {
-        self.instance.clone().unwrap_or_else(host_name)
+        self.instance
+            .clone()
+            .unwrap_or_else(crate::store::pg::host_name)
     }
 
     fn store_options(&self, writer: bool) -> Result<StoreOptions, StoreError> {
@@ -321,15 +323,6 @@ fn store_url(url: &str) -> Result<String, StoreError> {
                 .into(),
         }))
     }
-}
-
-/// The host name, as the kernel has it: the default instance name.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// `delete EMAIL...`.

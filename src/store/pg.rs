@@ -510,7 +510,7 @@ fn holder_is_gone(holder: &str) -> bool {
     let Ok(pid) = pid.trim().parse::<i32>() else {
         return false;
     };
-    if host != this_host() || pid <= 0 || pid as u32 == std::process::id() {
+    if host != host_name() || pid <= 0 || pid as u32 == std::process::id() {
         return false;
     }
     let Some(pid) = rustix::process::Pid::from_raw(pid) else {
@@ -523,10 +523,14 @@ fn holder_is_gone(holder: &str) -> bool {
     )
 }
 
-fn this_host() -> String {
+/// The host name, as the kernel has it: the default instance name, and what the
+/// instance lock records of its holder.
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "an unknown host".into())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The advisory lock key of an instance name.
@@ -573,7 +577,7 @@ pub fn redacted(url: &str) -> String {
 
 /// This process, as another one's refusal names it.
 fn whoami(instance: &str) -> String {
-    let host = this_host();
+    let host = host_name();
     format!(
         "instance {instance:?} on host {host}, pid {}",
         std::process::id()
@@ -1632,7 +1636,7 @@ mod tests {
 
     #[test]
     fn only_a_process_of_this_host_that_is_gone_is_a_stale_holder() {
-        let host = this_host();
+        let host = host_name();
         // pid_max is at most 2^22: this one cannot exist.
         let gone = format!("instance \"east\" on host {host}, pid 99999999");
         assert!(holder_is_gone(&gone));
