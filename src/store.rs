@@ -398,9 +398,8 @@ impl Store {
                 path: spool_dir.clone(),
                 source: e,
             })?;
-            for folder in [dir, &dir.join("spool"), &spool_dir] {
-                restrict(folder);
-            }
+            // The folder and its spool folders (this instance's among them) 0700.
+            embedded::restrict_permissions(dir);
             let spool = Spool::made(spool_dir);
             let mut live = pg.interrupted()?;
             live.extend(pg.outbox()?.into_iter().map(|r| r.path));
@@ -734,10 +733,3 @@ fn instance_folder(instance: &str) -> String {
     format!("pg-{plain}-{:08x}", hash as u32)
 }
 
-/// A folder made by userdrop is the owner's alone (SPEC §6), whatever the umask.
-fn restrict(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(0o700)) {
-        tracing::debug!(path = ?dir, "cannot restrict the permissions: {e}");
-    }
-}

@@ -234,7 +234,7 @@ impl Durable {
 /// The store's folder 0700 and its files 0600 (SPEC §6), whatever the umask of the
 /// process that made them: a store made by an earlier version under umask 022 is
 /// closed at its next open. Only the owner can do this; anyone else reads as before.
-fn restrict_permissions(dir: &Path) {
+pub(super) fn restrict_permissions(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let restrict = |path: &Path, is_dir: bool| {
         let mode = if is_dir { 0o700 } else { 0o600 };
