@@ -732,4 +732,3 @@ fn instance_folder(instance: &str) -> String {
     let hash = xxhash_rust::xxh3::xxh3_64(instance.as_bytes());
     format!("pg-{plain}-{:08x}", hash as u32)
 }
-

@@ -145,6 +145,10 @@ CREATE TABLE userdrop.instances (
 pub enum PgError {
     #[error("--store {url:?} is not a PostgreSQL connection string: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error(
+        "--instance {0:?} is not an instance name: give 1 to 64 letters, digits, '.', '-' or '_' (the host name is the default)"
+    )]
+    BadInstance(String),
     #[error("cannot connect to the store {store}: {reason}")]
     Connect { store: String, reason: String },
     #[error(
@@ -599,9 +603,17 @@ impl PgStore {
         {
             config.password(password.as_encoded_bytes());
         }
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+        let name = &options.instance;
+        if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
+            return Err(PgError::BadInstance(name.clone()));
+        }
         let me = whoami(&options.instance);
         config
-            .application_name(&format!("userdrop {}", options.instance))
+            // The server keeps 63 bytes of it (and says so in a notice otherwise).
+            .application_name(
+                &format!("userdrop {}", options.instance)[..(9 + options.instance.len()).min(63)],
+            )
             .connect_timeout(Duration::from_secs(10))
             // A dead peer on a TCP connection must show, not hang a step for hours.
             .keepalives(true)
