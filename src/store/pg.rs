@@ -1647,6 +1647,21 @@ mod tests {
     }
 
     #[test]
+    fn an_instance_name_is_checked_before_any_connection() {
+        for bad in ["", "a b", "east'; --", "ümlaut", &"x".repeat(65)] {
+            let e = PgStore::open("postgres://nobody@127.0.0.1:1/none", PgOptions::reader(bad))
+                .expect_err(bad);
+            assert!(matches!(e, PgError::BadInstance(_)), "{bad:?}: {e}");
+        }
+        let e = PgStore::open(
+            "postgres://nobody@127.0.0.1:1/none",
+            PgOptions::reader("east-1.b_2"),
+        )
+        .expect_err("nothing listens on port 1");
+        assert!(matches!(e, PgError::Connect { .. }), "{e}");
+    }
+
+    #[test]
     fn only_a_process_of_this_host_that_is_gone_is_a_stale_holder() {
         let host = host_name();
         // pid_max is at most 2^22: this one cannot exist.
