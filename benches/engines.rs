@@ -22,7 +22,7 @@
 mod common;
 #[path = "../examples/gen.rs"]
 mod generator;
-use common::{disk_usage, mib, vm_hwm_kib, write_request_file};
+use common::{disk_usage, mib, wait_with_peak, write_request_file};
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -192,20 +192,7 @@ fn timed(args: &[String], cwd: &Path) -> (f64, u64) {
         .stderr(fs::File::create(cwd.join("userdrop.stderr")).expect("a log file"))
         .spawn()
         .expect("userdrop starts");
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    let status = loop {
-        if let Some(hwm) = fs::read_to_string(&status_file)
-            .ok()
-            .and_then(|s| vm_hwm_kib(&s))
-        {
-            peak = peak.max(hwm);
-        }
-        match child.try_wait().expect("wait for userdrop") {
-            Some(status) => break status,
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
+    let (status, peak) = wait_with_peak(&mut child);
     let elapsed = started.elapsed().as_secs_f64();
     assert!(
         matches!(status.code(), Some(0 | 3)),

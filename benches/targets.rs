@@ -18,7 +18,7 @@
 mod common;
 #[path = "../examples/gen.rs"]
 mod generator;
-use common::{disk_usage, mib, vm_hwm_kib, write_request_file};
+use common::{disk_usage, mib, wait_with_peak, write_request_file};
 
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -131,20 +131,7 @@ fn timed(args: &[&str], cwd: &Path) -> (Duration, u64) {
     // too: the child is spawned with vfork, and exec keeps the parent's high-water
     // mark. The child's VmHWM in /proc is its own, and never goes down; sampled every
     // 5 ms, it misses at most the last 5 ms of growth.
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    let status = loop {
-        if let Some(hwm) = fs::read_to_string(&status_file)
-            .ok()
-            .and_then(|s| vm_hwm_kib(&s))
-        {
-            peak = peak.max(hwm);
-        }
-        match child.try_wait().expect("wait for userdrop") {
-            Some(status) => break status,
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
+    let (status, peak) = wait_with_peak(&mut child);
     let elapsed = started.elapsed();
     assert!(
         matches!(status.code(), Some(0 | 3)),

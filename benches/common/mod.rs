@@ -6,8 +6,28 @@ use super::generator;
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
 
-pub fn vm_hwm_kib(status: &str) -> Option<u64> {
+/// Waits for `child`, sampling its peak resident memory (KiB) every 5 ms.
+pub fn wait_with_peak(child: &mut Child) -> (ExitStatus, u64) {
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Some(hwm) = fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|s| vm_hwm_kib(&s))
+        {
+            peak = peak.max(hwm);
+        }
+        match child.try_wait().expect("wait for userdrop") {
+            Some(status) => return (status, peak),
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn vm_hwm_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
