@@ -562,14 +562,6 @@ enum Mode {
 /// `syncfs` instead of an fsync each.
 const SYNCFS_FROM: usize = 8;
 
-/// A step ends at `--step-users` users written, or at this many times as many users
-/// judged, whichever comes first. Every step costs a flush (two fsyncs), which on a
-/// busy disk took 20 to 100 ms each (issue 13): an unchanged nightly re-import paid
-/// a thousand of them for steps that wrote nothing but their progress. A step of
-/// unchanged users is bounded all the same (its log lines, some 100 bytes each, a few
-/// MB), and redoing one after a crash writes nothing.
-const JUDGED_PER_STEP: usize = 64;
-
 /// Verdicts handed from the reading thread to the applying one at a time.
 const VERDICT_BATCH: usize = 512;
 
@@ -1058,7 +1050,10 @@ fn judge(
                 let last = index + 1 == total;
                 // A step holds at most `step_users` users to write (what PostgreSQL
                 // locks at once), or 64 times as many judged.
-                if valid >= step_users || pending.len() >= step_users * JUDGED_PER_STEP || last {
+                if valid >= step_users
+                    || pending.len() >= step_users * store::JUDGED_PER_STEP
+                    || last
+                {
                     valid = 0;
                     if let Err(e) = end_step(&mut pending, &mut progress, index + 1, last) {
                         failure = Some(e);

@@ -259,6 +259,15 @@ impl Totals {
     }
 }
 
+/// A step ends at `--step-users` valid users, or at this many times as many users
+/// judged, whichever comes first; the sled engine holds write-light steps back on the
+/// same bound ([`Step::hold_below`]). Every durable step costs a flush (two fsyncs),
+/// which on a busy disk took 20 to 100 ms each (issue 13): an unchanged nightly
+/// re-import paid a thousand of them for steps that wrote nothing but their progress.
+/// A step of unchanged users is bounded all the same (its log lines, some 100 bytes
+/// each, a few MB), and redoing one after a crash writes nothing.
+pub const JUDGED_PER_STEP: usize = 64;
+
 /// A history record read from a backup, and the instance it was kept for.
 pub struct Restored {
     pub record: FileRecord,
@@ -419,14 +428,6 @@ impl Store {
     /// there is no store yet, so that it never creates one (SPEC §6).
     pub fn scratch() -> Result<Store> {
         SledStore::scratch().map(Store::Sled)
-    }
-
-    /// The store as messages name it: its folder, or its PostgreSQL address.
-    pub fn name(&self, dir: &Path) -> String {
-        match self {
-            Store::Sled(_) => dir.display().to_string(),
-            Store::Pg(p) => p.pg.name().to_owned(),
-        }
     }
 
     /// Whether this store is shared with other hosts' daemons (PostgreSQL): read

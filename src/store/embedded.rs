@@ -513,7 +513,7 @@ impl SledStore {
         let log_entries = log_entries + step.log.len();
         if step.done.is_none()
             && writes.len() < step.hold_below
-            && log_entries < step.hold_below.saturating_mul(64)
+            && log_entries < step.hold_below.saturating_mul(super::JUDGED_PER_STEP)
         {
             *held = Some(Held {
                 path: step.path.to_path_buf(),
